@@ -1,0 +1,50 @@
+"""Batching encoded examples: pad token sequences, stack image tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mcmdpo.data.conversation import IGNORE_INDEX
+
+PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX}
+
+
+def stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors, zero-padding the first dimension where it differs (LLaVA-NeXT gives each
+    image its own number of patches; the model reads the true count from ``image_sizes``)."""
+    longest = max(t.shape[0] for t in tensors)
+    if all(t.shape[0] == longest for t in tensors):
+        return torch.stack(tensors)
+    padded = tensors[0].new_zeros((len(tensors), longest, *tensors[0].shape[1:]))
+    for row, tensor in enumerate(tensors):
+        padded[row, : tensor.shape[0]] = tensor
+    return padded
+
+
+@dataclass
+class PaddingCollator:
+    """Pads input_ids / attention_mask / labels to the longest sequence of the batch."""
+
+    pad_token_id: int
+    padding_side: str = "right"
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        batch: dict[str, torch.Tensor] = {}
+        for key, pad in PAD_VALUES.items():
+            if key not in features[0]:
+                continue
+            pad = self.pad_token_id if pad is None else pad
+            rows = []
+            for feature in features:
+                values = list(feature[key])
+                filler = [pad] * (longest - len(values))
+                rows.append(filler + values if self.padding_side == "left" else values + filler)
+            batch[key] = torch.tensor(rows, dtype=torch.long)
+        for key in features[0]:
+            if key not in PAD_VALUES:
+                batch[key] = stack_padded([torch.as_tensor(f[key]) for f in features])
+        return batch

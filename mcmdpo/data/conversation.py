@@ -1,0 +1,141 @@
+"""Prompting and labels: render a conversation with the processor's chat template, tokenise it with
+the image placeholder expanded by the processor, and mask every label that is not answer text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from PIL import Image
+
+IGNORE_INDEX = -100
+
+
+def build_messages(turns: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """Chat messages for ``turns`` of (user, assistant) text; the image goes with the first user
+    turn. An assistant text of None leaves the turn open (a generation prompt)."""
+    messages: list[dict[str, Any]] = []
+    for position, (user, assistant) in enumerate(turns):
+        content: list[dict[str, str]] = [{"type": "image"}] if position == 0 else []
+        content.append({"type": "text", "text": user})
+        messages.append({"role": "user", "content": content})
+        if assistant is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+    return messages
+
+
+def render_prompt(processor: Any, question: str) -> str:
+    """The prompt text for one question, ending where the model starts answering."""
+    return processor.apply_chat_template(build_messages([(question, None)]), tokenize=False, add_generation_prompt=True)
+
+
+def render_conversation(processor: Any, turns: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """Full conversation text and the character span of each answer (with its end-of-turn token).
+
+    Spans come from rendering growing prefixes of the conversation, so they hold for any chat
+    template whose rendering of a prefix is a prefix of the whole, which we check."""
+    messages = build_messages(turns)
+    text = processor.apply_chat_template(messages, tokenize=False)
+    eos = processor.tokenizer.eos_token
+    if eos and not text.endswith(eos):
+        text += eos  # so the model learns to stop even where the template does not close the turn
+    spans = []
+    for turn in range(len(turns)):
+        before = processor.apply_chat_template(messages[: 2 * turn + 1], tokenize=False, add_generation_prompt=True)
+        through = processor.apply_chat_template(messages[: 2 * turn + 2], tokenize=False)
+        if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
+            raise ValueError(
+                "the processor's chat template does not render conversation prefixes as prefixes of the whole; "
+                "cannot tell answer tokens from prompt tokens"
+            )
+        end = len(text) if turn == len(turns) - 1 else len(through)
+        spans.append((len(before), end))
+    return text, spans
+
+
+def answer_token_mask(processor: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
+    """Token ids of ``text`` (image placeholder not expanded) and, for each, whether it starts
+    inside an answer span."""
+    encoding = processor.tokenizer(text, return_offsets_mapping=True)
+    mask = [
+        end > start and any(lo <= start < hi for lo, hi in spans)
+        for start, end in encoding["offset_mapping"]
+    ]
+    return list(encoding["input_ids"]), mask
+
+
+def num_image_tokens(processor: Any, image_size: tuple[int, int]) -> int:
+    """How many placeholder tokens the processor expands one image of (height, width) into."""
+    counter = getattr(processor, "_get_num_multimodal_tokens", None)
+    if counter is not None:
+        try:
+            return int(counter(image_sizes=[list(image_size)]).num_image_tokens[0])
+        except (AttributeError, KeyError, TypeError, NotImplementedError):
+            pass
+    height, width = image_size
+    encoded = processor(text=[processor.image_token], images=[Image.new("RGB", (width, height))])
+    return sum(1 for token in encoded["input_ids"][0] if token == processor.image_token_id)
+
+
+@dataclass(frozen=True)
+class SequencePlan:
+    """Length of the expanded sequence and where its first answer token sits."""
+
+    length: int
+    first_answer: int
+
+
+def plan_sequence(processor: Any, turns: Sequence[tuple[str, str]], image_size: tuple[int, int]) -> SequencePlan:
+    text, spans = render_conversation(processor, turns)
+    ids, mask = answer_token_mask(processor, text, spans)
+    extra = num_image_tokens(processor, image_size) - 1  # one placeholder becomes this many tokens
+    first = mask.index(True) if True in mask else len(ids)
+    image_position = ids.index(processor.image_token_id) if processor.image_token_id in ids else len(ids)
+    return SequencePlan(len(ids) + extra, first + (extra if image_position < first else 0))
+
+
+def encode_conversation(
+    processor: Any, image: Image.Image, turns: Sequence[tuple[str, str]], max_length: int | None = None
+) -> dict[str, Any]:
+    """Model inputs for one conversation: input_ids, attention_mask and labels (answer tokens only)
+    as lists, plus the image tensors the processor makes (pixel_values, image_sizes, ...).
+
+    Sequences longer than ``max_length`` are cut from the end; the caller is expected to have
+    dropped the records whose whole answer would be cut (see :func:`plan_sequence`)."""
+    text, spans = render_conversation(processor, turns)
+    ids, mask = answer_token_mask(processor, text, spans)
+    encoded = processor(text=[text], images=[image], return_tensors="pt")
+    expanded = encoded["input_ids"][0].tolist()
+    labels = _align_labels(ids, mask, expanded, processor.image_token_id)
+    if max_length is not None and len(expanded) > max_length:
+        if sum(1 for token in expanded[max_length:] if token == processor.image_token_id):
+            raise ValueError(f"image tokens do not fit in max_length={max_length}")
+        expanded, labels = expanded[:max_length], labels[:max_length]
+    features: dict[str, Any] = {
+        "input_ids": expanded,
+        "attention_mask": [1] * len(expanded),
+        "labels": labels,
+    }
+    for key, value in encoded.items():
+        if key not in ("input_ids", "attention_mask"):
+            features[key] = value[0]
+    return features
+
+
+def _align_labels(ids: list[int], mask: list[bool], expanded: list[int], image_token_id: int) -> list[int]:
+    """Carry the answer mask of the unexpanded tokens over to the processor's expanded ids."""
+    labels: list[int] = []
+    position = 0
+    for token, is_answer in zip(ids, mask):
+        if token == image_token_id:
+            while position < len(expanded) and expanded[position] == image_token_id:
+                labels.append(IGNORE_INDEX)
+                position += 1
+            continue
+        if position >= len(expanded) or expanded[position] != token:
+            raise ValueError("the processor's tokens differ from the tokenizer's beyond image expansion")
+        labels.append(token if is_answer else IGNORE_INDEX)
+        position += 1
+    if position != len(expanded):
+        raise ValueError("the processor's tokens differ from the tokenizer's beyond image expansion")
+    return labels

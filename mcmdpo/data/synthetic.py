@@ -1,0 +1,230 @@
+"""Synthetic alt-text data: the project's own sample data, in the upstream formats.
+
+    python -m mcmdpo.data.synthetic --output_dir DIR [--seed 0]
+
+Each image shows two coloured shapes, one on the left and one on the right. The post (context)
+says which of the two it is about, so the right alt-text needs both: the context picks the side,
+the image gives that object's colour and shape. Rejected alt-text is plausible but wrong (the other
+object, a wrong colour) or generic and verbose. SFT targets are noisy on purpose, as user-written
+alt-text is (``--sft_noise``). Writes DIR/image/*.png, DIR/sft_train.json (LLaVA conversations),
+DIR/pref_train.json and DIR/pref_test.json (upstream preference format) and DIR/test.jsonl
+(upstream test format). Everything follows from the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from PIL import Image, ImageDraw
+
+INSTRUCTION = "Given an image and context, generate alt-text for the image.\nContext:\n"
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 205, 30),
+    "purple": (140, 60, 180),
+    "orange": (245, 130, 20),
+}
+SHAPES = ("circle", "square", "triangle")
+SIDES = ("left", "right")
+POST_TEMPLATES = (
+    "Just finished painting the one on the {side}!",
+    "The {side} one is my favourite, what do you think?",
+    "Look at the shape on the {side} of this picture.",
+    "My daughter made the {side} piece at school today.",
+    "Can't stop staring at the thing on the {side}.",
+    "Bought the {side} one at the market this morning.",
+)
+FILLERS = (
+    "Happy Friday everyone.",
+    "Thoughts?",
+    "#art #shapes",
+    "Weekend project done.",
+    "It took me all afternoon.",
+    "Sharing this with you all.",
+    "Colours came out better than expected.",
+    "More photos soon.",
+    "Not bad for a first try.",
+    "Made with love.",
+)
+GENERIC_ALT_TEXTS = (
+    "An image with some colourful shapes on a plain background, shared by a user in a post.",
+    "A picture that shows a few objects; it was posted on social media with a caption.",
+    "Some shapes in different colours arranged next to each other in a simple photo.",
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[tuple[str, str], tuple[str, str]]  # (colour, shape) on the left, then the right
+    background: tuple[int, int, int]
+    jitter: tuple[int, int, int, int]
+
+
+def _random_scene(rng: random.Random) -> Scene:
+    colors = rng.sample(sorted(COLORS), 2)
+    objects = tuple((color, rng.choice(SHAPES)) for color in colors)
+    background = tuple(rng.randint(225, 255) for _ in range(3))
+    jitter = tuple(rng.randint(-3, 3) for _ in range(4))
+    return Scene(objects, background, jitter)  # type: ignore[arg-type]
+
+
+def draw_scene(scene: Scene, size: int = 64) -> Image.Image:
+    image = Image.new("RGB", (size, size), scene.background)
+    draw = ImageDraw.Draw(image)
+    radius = size // 6
+    for position, ((color, shape), (dx, dy)) in enumerate(zip(scene.objects, (scene.jitter[:2], scene.jitter[2:]))):
+        cx = (size // 4 if position == 0 else 3 * size // 4) + dx
+        cy = size // 2 + dy
+        box = (cx - radius, cy - radius, cx + radius, cy + radius)
+        fill = COLORS[color]
+        if shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif shape == "square":
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
+    return image
+
+
+def _describe(obj: tuple[str, str], side: str, other: tuple[str, str]) -> str:
+    return f"A {obj[0]} {obj[1]} on the {side}, beside a {other[0]} {other[1]}."
+
+
+def _post(rng: random.Random, side: str) -> str:
+    parts = [rng.choice(POST_TEMPLATES).format(side=side)]
+    for filler in rng.sample(FILLERS, rng.randint(0, 2)):
+        parts.insert(rng.randint(0, len(parts)), filler)
+    return " ".join(parts)
+
+
+def _rejected(rng: random.Random, scene: Scene, focus: int) -> str:
+    obj, other = scene.objects[focus], scene.objects[1 - focus]
+    kind = rng.choice(("other_object", "wrong_color", "generic"))
+    if kind == "other_object":
+        return _describe(other, SIDES[1 - focus], obj)
+    if kind == "wrong_color":
+        wrong = rng.choice([c for c in sorted(COLORS) if c not in (obj[0], other[0])])
+        return _describe((wrong, obj[1]), SIDES[focus], other)
+    return rng.choice(GENERIC_ALT_TEXTS)
+
+
+@dataclass(frozen=True)
+class SyntheticRecord:
+    name: str
+    scene: Scene
+    question: str
+    chosen: str
+    rejected: str
+
+
+def generate_records(split: str, count: int, seed: int) -> Iterator[SyntheticRecord]:
+    """Records of one split; each split has its own stream so sizes can change independently."""
+    rng = random.Random(f"{seed}-{split}")
+    for number in range(count):
+        scene = _random_scene(rng)
+        focus = rng.randrange(2)
+        question = INSTRUCTION + _post(rng, SIDES[focus])
+        chosen = _describe(scene.objects[focus], SIDES[focus], scene.objects[1 - focus])
+        yield SyntheticRecord(f"{split}_{number:06d}.png", scene, question, chosen, _rejected(rng, scene, focus))
+
+
+def tokenizer_corpus() -> list[str]:
+    """Text a tiny tokenizer is trained on: the synthetic vocabulary and the prompt template."""
+    texts = [INSTRUCTION, "USER: ASSISTANT:", *FILLERS, *GENERIC_ALT_TEXTS]
+    for record in generate_records("corpus", 400, seed=0):
+        # As rendered by the chat template, so the merges around the answer are learnt too.
+        texts += [f"USER: {record.question} ASSISTANT: {record.chosen}", record.rejected]
+    return texts
+
+
+def write_dataset(
+    output_dir: str | Path,
+    seed: int = 0,
+    num_sft: int = 2000,
+    num_pref_train: int = 1000,
+    num_pref_test: int = 200,
+    num_test: int = 200,
+    sft_noise: float = 0.25,
+    image_size: int = 64,
+) -> Path:
+    """Write the four files and their images under ``output_dir``."""
+    output_dir = Path(output_dir)
+    image_dir = output_dir / "image"
+    image_dir.mkdir(parents=True, exist_ok=True)
+
+    def save_image(record: SyntheticRecord) -> str:
+        draw_scene(record.scene, image_size).save(image_dir / record.name, optimize=True)
+        return record.name
+
+    noise_rng = random.Random(f"{seed}-sft-noise")
+    sft = []
+    for number, record in enumerate(generate_records("sft", num_sft, seed)):
+        target = record.rejected if noise_rng.random() < sft_noise else record.chosen
+        sft.append({
+            "id": f"sft_{number}",
+            "image": save_image(record),
+            "conversations": [
+                {"from": "human", "value": "<image>\n" + record.question},
+                {"from": "gpt", "value": target},
+            ],
+        })
+    _write_json(output_dir / "sft_train.json", sft)
+
+    for split, count in (("pref_train", num_pref_train), ("pref_test", num_pref_test)):
+        records = []
+        for number, record in enumerate(generate_records(split, count, seed)):
+            path = save_image(record)
+            text = {"question": record.question, "chosen": record.chosen, "rejected": record.rejected}
+            records.append({
+                "ds_name": "synthetic_shapes",
+                "image": {"path": path},
+                "origin_dataset": "mcmdpo-synthetic",
+                "origin_split": json.dumps({"split": split}),
+                "idx": number,
+                "image_path": path,
+                "text": json.dumps(text, ensure_ascii=False),
+            })
+        _write_json(output_dir / f"{split}.json", records)
+
+    lines = []
+    for number, record in enumerate(generate_records("test", num_test, seed)):
+        row = {"image_path": save_image(record), "question": record.question, "chosen": record.chosen, "idx": number}
+        lines.append(json.dumps(row, ensure_ascii=False))
+    _write_text(output_dir / "test.jsonl", "\n".join(lines) + "\n")
+    return output_dir
+
+
+def _write_json(path: Path, data: object) -> None:
+    _write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mcmdpo.data.synthetic", description="Write the synthetic alt-text data set.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_sft", type=int, default=2000)
+    parser.add_argument("--num_pref_train", type=int, default=1000)
+    parser.add_argument("--num_pref_test", type=int, default=200)
+    parser.add_argument("--num_test", type=int, default=200)
+    parser.add_argument("--sft_noise", type=float, default=0.25, help="share of SFT targets replaced by a rejected-style alt-text")
+    parser.add_argument("--image_size", type=int, default=64)
+    args = vars(parser.parse_args(argv))
+    path = write_dataset(**args)
+    print(f"synthetic data written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Write a tiny, randomly initialised LLaVA checkpoint that loads through the Auto classes.
+
+    python -m mcmdpo.model.tiny --output_dir DIR
+
+The folder holds config, weights, a byte-level BPE tokenizer trained offline on the synthetic
+alt-text vocabulary, a pad-to-square image processor and the Vicuna v1 chat template. Tests and the
+demo use it, so nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaImageProcessorPil,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from mcmdpo.data.synthetic import tokenizer_corpus
+from mcmdpo.model.chat_template import VICUNA_V1_CHAT_TEMPLATE
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+# CLIP's normalisation constants, as LLaVA's CLIP-L/336 processor uses.
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+ARCHITECTURES = ("llava", "llava_next")
+
+
+@dataclass
+class TinyModelSpec:
+    architecture: str = "llava"  # "llava" (LLaVA-1.5) or "llava_next" (LLaVA-1.6, any-resolution tiles)
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    vision_hidden_size: int = 32
+    vision_intermediate_size: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    image_size: int = 32
+    patch_size: int = 8
+    max_position_embeddings: int = 2048
+    seed: int = 0
+
+
+def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (never an unknown character) trained on the synthetic vocabulary."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    bos_id = backend.token_to_id("<s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        model_max_length=2048,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _grid_pinpoints(spec: TinyModelSpec) -> list[list[int]]:
+    """LLaVA-1.6's tile layouts (1x2, 2x1, 2x2, 3x1, 1x3), scaled to the tiny image size."""
+    side = spec.image_size
+    return [[side, 2 * side], [2 * side, side], [2 * side, 2 * side], [3 * side, side], [side, 3 * side]]
+
+
+def build_processor(spec: TinyModelSpec) -> LlavaProcessor | LlavaNextProcessor:
+    if spec.architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {spec.architecture!r}; expected one of {ARCHITECTURES}")
+    tokenizer = build_tokenizer(spec.vocab_size)
+    sizes = {
+        "size": {"shortest_edge": spec.image_size},
+        "crop_size": {"height": spec.image_size, "width": spec.image_size},
+        "image_mean": CLIP_MEAN,
+        "image_std": CLIP_STD,
+    }
+    if spec.architecture == "llava_next":
+        return LlavaNextProcessor(
+            image_processor=LlavaNextImageProcessorPil(image_grid_pinpoints=_grid_pinpoints(spec), **sizes),
+            tokenizer=tokenizer,
+            patch_size=spec.patch_size,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=VICUNA_V1_CHAT_TEMPLATE,
+        )
+    # LLaVA's "pad" aspect ratio: pad to square with the mean colour.
+    image_processor = LlavaImageProcessorPil(do_pad=True, **sizes)
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
+        chat_template=VICUNA_V1_CHAT_TEMPLATE,
+    )
+
+
+def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    vision_config = CLIPVisionConfig(
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=spec.vision_intermediate_size,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        projection_dim=spec.vision_hidden_size,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    common = {
+        "vision_config": vision_config,
+        "text_config": text_config,
+        "vision_feature_select_strategy": "default",
+        "vision_feature_layer": -2,
+        "projector_hidden_act": "gelu",
+    }
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    torch.manual_seed(spec.seed)
+    if spec.architecture == "llava_next":
+        config = LlavaNextConfig(**common, image_token_index=image_token_id, image_grid_pinpoints=_grid_pinpoints(spec))
+        model = LlavaNextForConditionalGeneration(config)
+    else:
+        model = LlavaForConditionalGeneration(LlavaConfig(**common, image_token_id=image_token_id))
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def write_tiny_checkpoint(output_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:
+    """Build and save a complete tiny checkpoint (model + processor) in ``output_dir``."""
+    spec = spec or TinyModelSpec()
+    output_dir = Path(output_dir)
+    processor = build_processor(spec)
+    model = build_model(spec, processor.tokenizer)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mcmdpo.model.tiny", description="Write a tiny random LLaVA checkpoint.")
+    parser.add_argument("--output_dir", required=True)
+    for name, default in asdict(TinyModelSpec()).items():
+        choices = ARCHITECTURES if name == "architecture" else None
+        parser.add_argument(f"--{name}", type=type(default), default=default, choices=choices)
+    args = vars(parser.parse_args(argv))
+    output_dir = args.pop("output_dir")
+    path = write_tiny_checkpoint(output_dir, TinyModelSpec(**args))
+    print(f"tiny LLaVA checkpoint written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: arguments, the entry point for every stage, and (later) the preference losses."""

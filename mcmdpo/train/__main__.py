@@ -1,0 +1,3 @@
+from mcmdpo.train.cli import main_exit
+
+main_exit()

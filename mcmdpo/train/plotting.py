@@ -1,0 +1,50 @@
+"""Training curves drawn from the Trainer's log history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PANELS = (("loss", "loss"), ("margin", "reward margins"), ("accuracies", "preference accuracies"), ("learning_rate", "learning rate"))
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """One panel per kind of logged value (losses, margins, accuracies, learning rate), each
+    series against the global step. Returns None when nothing was logged."""
+    series: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        for key, value in entry.items():
+            if not isinstance(value, (int, float)) or key in ("step", "epoch") or key.startswith("train_"):
+                continue
+            panel = next((name for name, _ in PANELS if name in key), None)
+            if panel is None:
+                continue
+            steps, values = series.setdefault(panel, {}).setdefault(key, ([], []))
+            steps.append(step)
+            values.append(float(value))
+    panels = [(name, label) for name, label in PANELS if name in series]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for axis, (name, label) in zip(axes[0], panels):
+        for key, (steps, values) in sorted(series[name].items()):
+            axis.plot(steps, values, label=key, marker="." if len(steps) < 30 else None)
+        axis.set_title(label)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

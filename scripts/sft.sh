@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Stage 1: supervised fine-tuning on an alt-text corpus (design §1.4 upstream defaults:
+# lr 2e-5, 1 epoch, effective batch 128, cosine, warmup 3%, max length 2048, gradient
+# checkpointing, bf16, ZeRO-3 on 4 GPUs).
+#
+# Every path and size can be overridden from the environment:
+#   MODEL_PATH        HF-format LLaVA checkpoint              (llava-hf/llava-v1.6-vicuna-7b-hf)
+#   DATA_PATH         SFT data file                           (playground/data/sft_train.json)
+#   IMAGE_FOLDER      folder image paths are relative to      (playground/data/image)
+#   OUTPUT_DIR        where the checkpoint is written         (checkpoints/sft)
+#   NUM_GPUS          processes to launch                     (4)
+#   DEEPSPEED_CONFIG  ZeRO config                             (scripts/zero3.json)
+#   PER_DEVICE_BATCH  micro-batch per process                 (4)
+#   GLOBAL_BATCH      effective batch; accumulation = GLOBAL_BATCH / (PER_DEVICE_BATCH * NUM_GPUS)  (128)
+#   LEARNING_RATE (2e-5)  EPOCHS (1)  MAX_LENGTH (2048)  BF16 (true)
+#   TRAIN_VISION_TOWER  true or false: the paradigm's SFT half (false: paradigms a, b)
+#   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--max_steps 10")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL_PATH=${MODEL_PATH:-llava-hf/llava-v1.6-vicuna-7b-hf}
+DATA_PATH=${DATA_PATH:-playground/data/sft_train.json}
+IMAGE_FOLDER=${IMAGE_FOLDER:-playground/data/image}
+OUTPUT_DIR=${OUTPUT_DIR:-checkpoints/sft}
+NUM_GPUS=${NUM_GPUS:-4}
+DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG:-scripts/zero3.json}
+PER_DEVICE_BATCH=${PER_DEVICE_BATCH:-4}
+GLOBAL_BATCH=${GLOBAL_BATCH:-128}
+LEARNING_RATE=${LEARNING_RATE:-2e-5}
+EPOCHS=${EPOCHS:-1}
+MAX_LENGTH=${MAX_LENGTH:-2048}
+BF16=${BF16:-true}
+TRAIN_VISION_TOWER=${TRAIN_VISION_TOWER:-false}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+
+source scripts/_launch.sh
+
+launch \
+    --stage sft \
+    --model_name_or_path "$MODEL_PATH" \
+    --data_path "$DATA_PATH" \
+    --image_folder "$IMAGE_FOLDER" \
+    --output_dir "$OUTPUT_DIR" \
+    --train_vision_tower "$TRAIN_VISION_TOWER" \
+    --num_train_epochs "$EPOCHS" \
+    --per_device_train_batch_size "$PER_DEVICE_BATCH" \
+    --gradient_accumulation_steps "$GRAD_ACCUM" \
+    --learning_rate "$LEARNING_RATE" \
+    --lr_scheduler_type cosine \
+    --warmup_steps 0.03 \
+    --weight_decay 0.0 \
+    --max_length "$MAX_LENGTH" \
+    --activation_checkpointing true \
+    --bf16 "$BF16" \
+    --logging_steps 1 \
+    --save_strategy steps --save_steps 500 --save_total_limit 1 \
+    --dataloader_num_workers 4 \
+    --report_to tensorboard \
+    $EXTRA_ARGS
