@@ -6,6 +6,10 @@ if (( GLOBAL_BATCH % (PER_DEVICE_BATCH * NUM_GPUS) != 0 )); then
 fi
 GRAD_ACCUM=$(( GLOBAL_BATCH / (PER_DEVICE_BATCH * NUM_GPUS) ))
 MASTER_PORT=${MASTER_PORT:-$(( 29500 + RANDOM % 1000 ))}
+# The launcher of the active environment, else the one scripts/install.sh put in .venv.
+if ! command -v deepspeed >/dev/null && [[ -x .venv/bin/deepspeed ]]; then
+    export PATH="$PWD/.venv/bin:$PATH"
+fi
 
 launch() {
     local deepspeed_args=()
