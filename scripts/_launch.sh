@@ -1,5 +1,5 @@
-# Shared by the stage scripts: derive gradient accumulation and launch under DeepSpeed.
-# Sourced after the script has set NUM_GPUS, PER_DEVICE_BATCH, GLOBAL_BATCH and DEEPSPEED_CONFIG.
+# Shared by the stage scripts (sourced after each has set its defaults): the flags every stage
+# takes, gradient accumulation from the batch sizes, and the DeepSpeed launch.
 if (( GLOBAL_BATCH % (PER_DEVICE_BATCH * NUM_GPUS) != 0 )); then
     echo "error: GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of PER_DEVICE_BATCH*NUM_GPUS=$((PER_DEVICE_BATCH * NUM_GPUS))" >&2
     exit 2
@@ -11,11 +11,37 @@ if ! command -v deepspeed >/dev/null && [[ -x .venv/bin/deepspeed ]]; then
     export PATH="$PWD/.venv/bin:$PATH"
 fi
 
+COMMON_ARGS=(
+    --model_name_or_path "$MODEL_PATH"
+    --data_path "$DATA_PATH"
+    --image_folder "$IMAGE_FOLDER"
+    --output_dir "$OUTPUT_DIR"
+    --train_vision_tower "$TRAIN_VISION_TOWER"
+    --num_train_epochs "$EPOCHS"
+    --per_device_train_batch_size "$PER_DEVICE_BATCH"
+    --gradient_accumulation_steps "$GRAD_ACCUM"
+    --learning_rate "$LEARNING_RATE"
+    --lr_scheduler_type cosine
+    --warmup_steps 0.03
+    --weight_decay 0.0
+    --max_length "$MAX_LENGTH"
+    --activation_checkpointing true
+    --bf16 "$BF16"
+    --logging_steps 1
+    --save_strategy steps --save_steps 500 --save_total_limit 1
+    --dataloader_num_workers 4
+    --report_to tensorboard
+)
+
+# launch STAGE_FLAGS...: the stage's own flags, then the common ones, then DEEPSPEED_CONFIG, then
+# EXTRA_ARGS last so that its flags win.
 launch() {
     local deepspeed_args=()
     [[ -n "$DEEPSPEED_CONFIG" ]] && deepspeed_args=(--deepspeed "$DEEPSPEED_CONFIG")
     # DeepSpeed's CPU accelerator (no GPU): the Trainer must then set up gloo processes itself.
     [[ "${DS_ACCELERATOR:-}" == cpu ]] && deepspeed_args+=(--use_cpu true)
     set -x
-    deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" --module mcmdpo.train "$@" "${deepspeed_args[@]}"
+    # shellcheck disable=SC2086  # EXTRA_ARGS is split into flags on purpose
+    deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" --module mcmdpo.train \
+        "$@" "${COMMON_ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS
 }

@@ -35,25 +35,4 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 
 source scripts/_launch.sh
 
-launch \
-    --stage sft \
-    --model_name_or_path "$MODEL_PATH" \
-    --data_path "$DATA_PATH" \
-    --image_folder "$IMAGE_FOLDER" \
-    --output_dir "$OUTPUT_DIR" \
-    --train_vision_tower "$TRAIN_VISION_TOWER" \
-    --num_train_epochs "$EPOCHS" \
-    --per_device_train_batch_size "$PER_DEVICE_BATCH" \
-    --gradient_accumulation_steps "$GRAD_ACCUM" \
-    --learning_rate "$LEARNING_RATE" \
-    --lr_scheduler_type cosine \
-    --warmup_steps 0.03 \
-    --weight_decay 0.0 \
-    --max_length "$MAX_LENGTH" \
-    --activation_checkpointing true \
-    --bf16 "$BF16" \
-    --logging_steps 1 \
-    --save_strategy steps --save_steps 500 --save_total_limit 1 \
-    --dataloader_num_workers 4 \
-    --report_to tensorboard \
-    $EXTRA_ARGS
+launch --stage sft

@@ -26,7 +26,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def synthetic_dir(tmp_path_factory) -> Path:
     from mcmdpo.data.synthetic import write_dataset
 
-    return write_dataset(tmp_path_factory.mktemp("synthetic"), seed=0, num_sft=256, num_pref_train=32, num_pref_test=16, num_test=16)
+    return write_dataset(tmp_path_factory.mktemp("synthetic"), seed=0, num_sft=256, num_pref_train=200, num_pref_test=64, num_test=16)
 
 
 @pytest.fixture(scope="session")

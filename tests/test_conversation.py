@@ -7,7 +7,8 @@ from PIL import Image
 from mcmdpo.data import load_examples
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation, plan_sequence, render_prompt
-from mcmdpo.data.sft_dataset import SFTDataset, check_lengths
+from mcmdpo.data.lengths import check_lengths
+from mcmdpo.data.sft_dataset import SFTDataset
 
 IMAGE = Image.new("RGB", (64, 64), (30, 30, 200))
 
@@ -79,3 +80,27 @@ def test_collator_pads_right_and_masks(processor):
     assert batch["pixel_values"].shape == (2, 3, 32, 32)
     left = PaddingCollator(processor.tokenizer.pad_token_id, padding_side="left")([short, long])
     assert left["attention_mask"][0, : len(long["input_ids"]) - n].sum() == 0
+
+
+def test_encoding_equals_the_processors_own_expansion(tmp_path):
+    """Our expansion of the image placeholder and our image tensors are exactly what the
+    processor produces from text + image, for LLaVA-1.5 and LLaVA-NeXT (whose token count depends
+    on the image's size)."""
+    import torch
+
+    from mcmdpo.data.conversation import render_conversation
+    from mcmdpo.model.loading import load_processor
+    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+
+    turns = [("Given an image.\nContext:\nA post", "A red square.")]
+    for architecture in ("llava", "llava_next"):
+        processor = load_processor(str(write_tiny_checkpoint(tmp_path / architecture, TinyModelSpec(architecture=architecture))))
+        for size in ((64, 64), (80, 30), (20, 90)):
+            image = Image.new("RGB", size, (10, 200, 10))
+            ours = encode_conversation(processor, image, turns)
+            text, _ = render_conversation(processor, turns)
+            theirs = processor(text=[text], images=[image], return_tensors="pt")
+            assert ours["input_ids"] == theirs["input_ids"][0].tolist(), (architecture, size)
+            for key in theirs:
+                if key not in ("input_ids", "attention_mask"):
+                    torch.testing.assert_close(ours[key], theirs[key][0], rtol=0, atol=0)

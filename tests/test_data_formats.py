@@ -63,7 +63,7 @@ def test_synthetic_files_load_as_their_kinds(synthetic_dir):
     assert len(sft.examples) == 256 and isinstance(sft.examples[0], SFTExample)
     # LLaVA conversations: the "<image>" placeholder is removed, the template places the image.
     assert "<image>" not in sft.examples[0].turns[0][0]
-    assert len(pref.examples) == 32 and isinstance(pref.examples[0], PreferenceExample)
+    assert len(pref.examples) == 200 and isinstance(pref.examples[0], PreferenceExample)
     assert len(test.examples) == 16 and isinstance(test.examples[0], TestExample)
     assert set(test.examples[0].record) == {"image_path", "question", "chosen", "idx"}
 

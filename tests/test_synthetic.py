@@ -11,7 +11,7 @@ import sys
 from PIL import Image
 
 from mcmdpo.data import load_examples
-from mcmdpo.data.synthetic import COLORS, generate_records, write_dataset
+from mcmdpo.data.synthetic import COLORS, MATERIALS, generate_records, write_dataset
 
 
 def digest(folder) -> str:
@@ -46,10 +46,12 @@ def test_cli_writes_all_files_and_they_validate(tmp_path):
 def test_context_picks_the_object_and_the_image_gives_its_colour(tmp_path):
     records = list(generate_records("check", 50, seed=0))
     for record in records:
-        side = "left" if "left" in record.question.split("Context:\n", 1)[1] else "right"
+        post = record.question.split("Context:\n", 1)[1]
+        side = "left" if "left" in post else "right"
+        [material] = [m for m in MATERIALS if m in post]
         position = 0 if side == "left" else 1
         color, shape = record.scene.objects[position]
-        assert record.chosen.startswith(f"A {color} {shape} on the {side}")
+        assert record.chosen.startswith(f"A {material} {color} {shape} on the {side}")
         assert record.rejected != record.chosen
     # Each side is asked about, and the pixels at the named side have the named colour.
     assert {("left" in r.chosen.split(",")[0]) for r in records} == {True, False}

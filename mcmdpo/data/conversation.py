@@ -94,48 +94,46 @@ def plan_sequence(processor: Any, turns: Sequence[tuple[str, str]], image_size: 
     return SequencePlan(len(ids) + extra, first + (extra if image_position < first else 0))
 
 
-def encode_conversation(
-    processor: Any, image: Image.Image, turns: Sequence[tuple[str, str]], max_length: int | None = None
-) -> dict[str, Any]:
-    """Model inputs for one conversation: input_ids, attention_mask and labels (answer tokens only)
-    as lists, plus the image tensors the processor makes (pixel_values, image_sizes, ...).
+def process_image(processor: Any, image: Image.Image) -> dict[str, Any]:
+    """The image tensors the model takes for one image (pixel_values, and image_sizes for
+    LLaVA-NeXT), without the batch dimension, plus ``num_image_tokens``: how many placeholder
+    tokens the processor expands this image into."""
+    encoded = processor.image_processor(images=[image], return_tensors="pt")
+    features = {key: value[0] for key, value in encoded.items()}
+    features["num_image_tokens"] = num_image_tokens(processor, (image.height, image.width))
+    return features
+
+
+def tokenize_conversation(
+    processor: Any, turns: Sequence[tuple[str, str]], num_image_tokens: int, max_length: int | None = None
+) -> dict[str, list[int]]:
+    """input_ids, attention_mask and labels (answer tokens only) of one conversation, with the
+    image placeholder expanded to ``num_image_tokens`` tokens as the processor expands it.
 
     Sequences longer than ``max_length`` are cut from the end; the caller is expected to have
     dropped the records whose whole answer would be cut (see :func:`plan_sequence`)."""
     text, spans = render_conversation(processor, turns)
     ids, mask = answer_token_mask(processor, text, spans)
-    encoded = processor(text=[text], images=[image], return_tensors="pt")
-    expanded = encoded["input_ids"][0].tolist()
-    labels = _align_labels(ids, mask, expanded, processor.image_token_id)
-    if max_length is not None and len(expanded) > max_length:
-        if sum(1 for token in expanded[max_length:] if token == processor.image_token_id):
-            raise ValueError(f"image tokens do not fit in max_length={max_length}")
-        expanded, labels = expanded[:max_length], labels[:max_length]
-    features: dict[str, Any] = {
-        "input_ids": expanded,
-        "attention_mask": [1] * len(expanded),
-        "labels": labels,
-    }
-    for key, value in encoded.items():
-        if key not in ("input_ids", "attention_mask"):
-            features[key] = value[0]
-    return features
-
-
-def _align_labels(ids: list[int], mask: list[bool], expanded: list[int], image_token_id: int) -> list[int]:
-    """Carry the answer mask of the unexpanded tokens over to the processor's expanded ids."""
+    input_ids: list[int] = []
     labels: list[int] = []
-    position = 0
     for token, is_answer in zip(ids, mask):
-        if token == image_token_id:
-            while position < len(expanded) and expanded[position] == image_token_id:
-                labels.append(IGNORE_INDEX)
-                position += 1
-            continue
-        if position >= len(expanded) or expanded[position] != token:
-            raise ValueError("the processor's tokens differ from the tokenizer's beyond image expansion")
-        labels.append(token if is_answer else IGNORE_INDEX)
-        position += 1
-    if position != len(expanded):
-        raise ValueError("the processor's tokens differ from the tokenizer's beyond image expansion")
-    return labels
+        if token == processor.image_token_id:
+            input_ids += [token] * num_image_tokens
+            labels += [IGNORE_INDEX] * num_image_tokens
+        else:
+            input_ids.append(token)
+            labels.append(token if is_answer else IGNORE_INDEX)
+    if max_length is not None and len(input_ids) > max_length:
+        if processor.image_token_id in input_ids[max_length:]:
+            raise ValueError(f"image tokens do not fit in max_length={max_length}")
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def encode_conversation(
+    processor: Any, image: Image.Image, turns: Sequence[tuple[str, str]], max_length: int | None = None
+) -> dict[str, Any]:
+    """Model inputs for one conversation about one image: token lists and image tensors."""
+    image_features = process_image(processor, image)
+    tokens = tokenize_conversation(processor, turns, image_features.pop("num_image_tokens"), max_length)
+    return {**tokens, **image_features}

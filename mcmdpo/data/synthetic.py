@@ -3,9 +3,10 @@
     python -m mcmdpo.data.synthetic --output_dir DIR [--seed 0]
 
 Each image shows two coloured shapes, one on the left and one on the right. The post (context)
-says which of the two it is about, so the right alt-text needs both: the context picks the side,
-the image gives that object's colour and shape. Rejected alt-text is plausible but wrong (the other
-object, a wrong colour) or generic and verbose. SFT targets are noisy on purpose, as user-written
+says which of the two it is about and what it is made of, so the right alt-text needs both: the
+context gives the side and the material, the image gives that object's colour and shape. Rejected
+alt-text is plausible but wrong (the other object, a wrong colour, the context ignored) or generic
+and verbose. SFT targets are noisy on purpose, as user-written
 alt-text is (``--sft_noise``). Writes DIR/image/*.png, DIR/sft_train.json (LLaVA conversations),
 DIR/pref_train.json and DIR/pref_test.json (upstream preference format) and DIR/test.jsonl
 (upstream test format). Everything follows from the seed.
@@ -33,13 +34,14 @@ COLORS = {
 }
 SHAPES = ("circle", "square", "triangle")
 SIDES = ("left", "right")
+MATERIALS = ("wooden", "knitted", "paper", "clay", "glass", "felt")
 POST_TEMPLATES = (
-    "Just finished painting the one on the {side}!",
-    "The {side} one is my favourite, what do you think?",
-    "Look at the shape on the {side} of this picture.",
-    "My daughter made the {side} piece at school today.",
-    "Can't stop staring at the thing on the {side}.",
-    "Bought the {side} one at the market this morning.",
+    "Just finished my {material} piece, the one on the {side}!",
+    "The {material} one on the {side} is my favourite, what do you think?",
+    "Look at the {material} shape on the {side} of this picture.",
+    "My daughter made the {side} piece from {material} at school today.",
+    "Can't stop staring at the {material} thing on the {side}.",
+    "Bought the {side} one at the market this morning, all {material}.",
 )
 FILLERS = (
     "Happy Friday everyone.",
@@ -93,25 +95,27 @@ def draw_scene(scene: Scene, size: int = 64) -> Image.Image:
     return image
 
 
-def _describe(obj: tuple[str, str], side: str, other: tuple[str, str]) -> str:
-    return f"A {obj[0]} {obj[1]} on the {side}, beside a {other[0]} {other[1]}."
+def _describe(obj: tuple[str, str], side: str, other: tuple[str, str], material: str) -> str:
+    return f"A {material} {obj[0]} {obj[1]} on the {side}, beside a {other[0]} {other[1]}."
 
 
-def _post(rng: random.Random, side: str) -> str:
-    parts = [rng.choice(POST_TEMPLATES).format(side=side)]
+def _post(rng: random.Random, side: str, material: str) -> str:
+    parts = [rng.choice(POST_TEMPLATES).format(side=side, material=material)]
     for filler in rng.sample(FILLERS, rng.randint(0, 2)):
         parts.insert(rng.randint(0, len(parts)), filler)
     return " ".join(parts)
 
 
-def _rejected(rng: random.Random, scene: Scene, focus: int) -> str:
+def _rejected(rng: random.Random, scene: Scene, focus: int, material: str) -> str:
     obj, other = scene.objects[focus], scene.objects[1 - focus]
-    kind = rng.choice(("other_object", "wrong_color", "generic"))
+    kind = rng.choice(("other_object", "wrong_color", "wrong_material", "generic"))
     if kind == "other_object":
-        return _describe(other, SIDES[1 - focus], obj)
+        return _describe(other, SIDES[1 - focus], obj, material)
     if kind == "wrong_color":
         wrong = rng.choice([c for c in sorted(COLORS) if c not in (obj[0], other[0])])
-        return _describe((wrong, obj[1]), SIDES[focus], other)
+        return _describe((wrong, obj[1]), SIDES[focus], other, material)
+    if kind == "wrong_material":
+        return _describe(obj, SIDES[focus], other, rng.choice([m for m in MATERIALS if m != material]))
     return rng.choice(GENERIC_ALT_TEXTS)
 
 
@@ -130,9 +134,11 @@ def generate_records(split: str, count: int, seed: int) -> Iterator[SyntheticRec
     for number in range(count):
         scene = _random_scene(rng)
         focus = rng.randrange(2)
-        question = INSTRUCTION + _post(rng, SIDES[focus])
-        chosen = _describe(scene.objects[focus], SIDES[focus], scene.objects[1 - focus])
-        yield SyntheticRecord(f"{split}_{number:06d}.png", scene, question, chosen, _rejected(rng, scene, focus))
+        material = rng.choice(MATERIALS)
+        question = INSTRUCTION + _post(rng, SIDES[focus], material)
+        chosen = _describe(scene.objects[focus], SIDES[focus], scene.objects[1 - focus], material)
+        rejected = _rejected(rng, scene, focus, material)
+        yield SyntheticRecord(f"{split}_{number:06d}.png", scene, question, chosen, rejected)
 
 
 def tokenizer_corpus() -> list[str]:

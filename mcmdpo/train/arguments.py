@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-STAGES = ("sft",)
+from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES
+from mcmdpo.train.losses import DEFAULT_NORMALIZER, DEFAULT_TERM_WEIGHTS, TERM_NAMES
+from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
+
+STAGES = ("sft", "dpo", "mcmdpo")
 
 
 @dataclass
@@ -23,12 +28,28 @@ class ModelArguments:
         metadata={"help": "dtype the weights are loaded in: float32, bfloat16, float16 or auto; mixed precision is --bf16"},
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2"})
+    ref_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "DPO/MCM-DPO reference checkpoint (default: the starting checkpoint)"}
+    )
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters on the language model instead of its weights"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "module names or one regex (default: the language model's attention and MLP projections)"}
+    )
+    merge_lora: bool = field(default=False, metadata={"help": "save the merged model instead of the adapters"})
 
 
 @dataclass
 class DataArguments:
     data_path: str = field(metadata={"help": "training file: JSON array, JSON Lines or parquet"})
     image_folder: str | None = field(default=None, metadata={"help": "folder that image paths are relative to"})
+
+
+# Flags that only mean something in some stages: setting them elsewhere is an error, not a no-op.
+PREFERENCE_ONLY = ("beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir")
+MCMDPO_ONLY = ("term_weights", "normalizer", "num_terms", "negative_image", "diffusion_step", "negative_seed")
 
 
 @dataclass
@@ -41,7 +62,37 @@ class AltTextTrainingArguments(TrainingArguments):
     # Image tensors are extra columns the model signature check would drop.
     remove_unused_columns: bool = field(default=False)
 
+    beta: float = field(default=0.1, metadata={"help": "DPO / MCM-DPO temperature"})
+    logps_reduction: str = field(default="sum", metadata={"help": "sequence log-prob over answer tokens: sum or mean"})
+    precompute_reference_logps: bool = field(
+        default=True, metadata={"help": "compute reference log-probs once before training and cache them on disk"}
+    )
+    reference_cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "where cached reference log-probs live"})
+
+    term_weights: list[float] = field(
+        default_factory=lambda: list(DEFAULT_TERM_WEIGHTS),
+        metadata={"help": f"MCM-DPO weights of the seven terms, in the order {', '.join(TERM_NAMES)}"},
+    )
+    normalizer: float = field(default=DEFAULT_NORMALIZER, metadata={"help": "MCM-DPO weights are divided by this"})
+    num_terms: int = field(default=7, metadata={"help": "MCM-DPO terms switched on, cumulatively in the order of --term_weights"})
+    negative_image: str = field(default="diffusion", metadata={"help": f"negative image: one of {NEGATIVE_IMAGE_TYPES}"})
+    diffusion_step: int = field(default=700, metadata={"help": "forward-diffusion step (of 1000) of the 'diffusion' negative image"})
+    negative_seed: int = field(default=0, metadata={"help": "seeds every record's negative context and image"})
+
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
+        defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(self)}
+        unused = [name for name in PREFERENCE_ONLY + MCMDPO_ONLY if self.stage == "sft" and getattr(self, name) != defaults[name]]
+        unused += [name for name in MCMDPO_ONLY if self.stage == "dpo" and getattr(self, name) != defaults[name]]
+        if unused:
+            raise ValueError(f"--stage {self.stage} does not use {', '.join('--' + n for n in unused)}")
+        if self.logps_reduction not in ("sum", "mean"):
+            raise ValueError(f"--logps_reduction must be sum or mean, got {self.logps_reduction!r}")
+        if len(self.term_weights) != len(TERM_NAMES):
+            raise ValueError(f"--term_weights needs {len(TERM_NAMES)} values ({', '.join(TERM_NAMES)}), got {len(self.term_weights)}")
+        if not 1 <= self.num_terms <= len(TERM_NAMES):
+            raise ValueError(f"--num_terms must be in 1..{len(TERM_NAMES)}, got {self.num_terms}")
+        if self.negative_image not in NEGATIVE_IMAGE_TYPES:
+            raise ValueError(f"--negative_image must be one of {NEGATIVE_IMAGE_TYPES}, got {self.negative_image!r}")
         super().__post_init__()

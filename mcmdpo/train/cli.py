@@ -1,6 +1,6 @@
 """The one training entry point for every stage.
 
-    python -m mcmdpo.train --stage sft --model_name_or_path CKPT --data_path FILE \\
+    python -m mcmdpo.train --stage sft|dpo|mcmdpo --model_name_or_path CKPT --data_path FILE \\
         --image_folder DIR --output_dir OUT [any transformers.TrainingArguments flag]
 
 or, on several GPUs, ``deepspeed --module mcmdpo.train ... --deepspeed scripts/zero3.json``.
@@ -10,20 +10,33 @@ A single ``.json`` or ``.yaml`` argument holding the same keys works too. The da
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from transformers import HfArgumentParser, Trainer, set_seed
+from transformers import HfArgumentParser, PreTrainedModel, Trainer, set_seed
 
 from mcmdpo.data.collate import PaddingCollator
+from mcmdpo.data.lengths import check_lengths, preference_conversations
 from mcmdpo.data.loading import load_examples
+from mcmdpo.data.preference_dataset import (
+    ALL_SEQUENCES,
+    DPO_SEQUENCES,
+    NegativeConfig,
+    PreferenceCollator,
+    PreferenceDataset,
+)
 from mcmdpo.data.records import DataValidationError, Problem
-from mcmdpo.data.sft_dataset import SFTDataset, check_lengths
-from mcmdpo.model.freezing import set_trainable_components
+from mcmdpo.data.sft_dataset import SFTDataset
+from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_counts
 from mcmdpo.model.loading import CheckpointError, load_model, load_processor
+from mcmdpo.model.lora import apply_lora
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
 from mcmdpo.train.plotting import plot_training_curves
+from mcmdpo.train.preference_trainer import PreferenceTrainer, prepare_reference_model
+from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
 
 logger = logging.getLogger("mcmdpo.train")
 
@@ -38,12 +51,15 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: AltTextTrainingArguments) -> Trainer:
-    """Validate the data, build the model, train, save an HF-format checkpoint and the curves."""
+def load_training_examples(data_args: DataArguments, training_args: AltTextTrainingArguments, model_path: str) -> tuple[list[Any], Any]:
+    """Validate the data before anything else is loaded; then, with the checkpoint's processor,
+    keep the examples that keep an answer within max_length and report the rest."""
     main_process = training_args.process_index == 0
-    loaded = load_examples(data_args.data_path, "sft", data_args.image_folder, show_progress=main_process)
-    processor = load_processor(model_args.model_name_or_path)
-    examples, report = check_lengths(loaded, processor, training_args.max_length, show_progress=main_process)
+    kind = "sft" if training_args.stage == "sft" else "preference"
+    loaded = load_examples(data_args.data_path, kind, data_args.image_folder, show_progress=main_process)
+    processor = load_processor(model_path)
+    conversations = (lambda example: [example.turns]) if kind == "sft" else preference_conversations
+    examples, report = check_lengths(loaded, processor, training_args.max_length, conversations, show_progress=main_process)
     if main_process:
         logger.info("%s: %s", data_args.data_path, report.summary(training_args.max_length))
         if report.dropped:
@@ -52,29 +68,97 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
         raise DataValidationError(
             [Problem(data_args.data_path, f"no record fits in --max_length {training_args.max_length} with its answer")]
         )
+    return examples, processor
 
-    set_seed(training_args.seed)
+
+def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
     model = load_model(model_args.model_name_or_path, model_args.model_dtype, model_args.attn_implementation)
     model.config.use_cache = False
-    counts = set_trainable_components(
-        model, model_args.train_vision_tower, model_args.train_projector, model_args.train_language_model
-    )
-    if main_process:
-        logger.info("trainable parameters per component: %s", counts)
+    if model_args.use_lora:
+        set_trainable_components(model, False, False, False)
+        model = apply_lora(
+            model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules,
+            model_args.train_vision_tower, model_args.train_projector,
+        )
+    else:
+        set_trainable_components(
+            model, model_args.train_vision_tower, model_args.train_projector, model_args.train_language_model
+        )
+    if training_args.process_index == 0:
+        logger.info("trainable parameters per component: %s", trainable_parameter_counts(model))
     if training_args.activation_checkpointing:
         model.enable_input_require_grads()
+    return model
 
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=SFTDataset(examples, processor, data_args.image_folder, training_args.max_length),
-        data_collator=PaddingCollator(processor.tokenizer.pad_token_id),
-        processing_class=processor,
+
+def attach_reference_logps(
+    trainer: PreferenceTrainer, dataset: PreferenceDataset, model_args: ModelArguments,
+    data_args: DataArguments, training_args: AltTextTrainingArguments,
+) -> None:
+    """Read the reference log-probs from the cache, or compute them with the reference model once
+    (spread over all processes) and cache them; training then runs no reference forward."""
+    reference_path = model_args.ref_model_name_or_path or model_args.model_name_or_path
+    key, description = cache_key(
+        data_args.data_path, data_args.image_folder, reference_path, dataset.negatives, dataset.sequences,
+        training_args.max_length, training_args.logps_reduction, [e.idx for e in dataset.examples],
     )
+    cached = load_cached(training_args.reference_cache_dir, key, (len(dataset), len(dataset.sequences)))
+    main_process = trainer.is_world_process_zero()
+    if cached is not None:
+        if main_process:
+            logger.info("reference log-probs read from the cache (%s/%s.pt)", training_args.reference_cache_dir, key)
+        dataset.reference_logps = cached
+        return
+    reference = load_model(reference_path, model_args.model_dtype, model_args.attn_implementation)
+    trainer.reference_model = prepare_reference_model(reference, trainer)
+    logps = trainer.compute_reference_logps(dataset)
+    if main_process:
+        path = save_cached(training_args.reference_cache_dir, key, logps, description)
+        logger.info("reference log-probs computed and cached in %s", path)
+    dataset.reference_logps = logps
+    trainer.reference_model = None  # not needed any more: free its memory before training
+    del reference
+    gc.collect()
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: AltTextTrainingArguments) -> Trainer:
+    """Validate the data, build the model, train, save an HF-format checkpoint and the curves."""
+    # Set up the (distributed) devices now: ranks must be known before logging, and ZeRO-3 must
+    # see the world size before from_pretrained partitions the weights.
+    _ = training_args.device
+    if training_args.deepspeed:
+        import deepspeed
+
+        # On GPUs accelerate has done this already; on DeepSpeed's CPU accelerator it set up plain
+        # torch.distributed, which ZeRO-3's partitioned loading does not see until this wraps it.
+        deepspeed.init_distributed()
+    examples, processor = load_training_examples(data_args, training_args, model_args.model_name_or_path)
+    set_seed(training_args.seed)
+    pad_id = processor.tokenizer.pad_token_id
+    if training_args.stage == "sft":
+        dataset = SFTDataset(examples, processor, data_args.image_folder, training_args.max_length)
+        trainer = Trainer(
+            model=build_policy(model_args, training_args), args=training_args, train_dataset=dataset,
+            data_collator=PaddingCollator(pad_id), processing_class=processor,
+        )
+    else:
+        negatives = NegativeConfig(training_args.negative_image, training_args.diffusion_step, training_args.negative_seed)
+        sequences = DPO_SEQUENCES if training_args.stage == "dpo" else ALL_SEQUENCES
+        dataset = PreferenceDataset(examples, processor, data_args.image_folder, training_args.max_length, negatives, sequences)
+        model = build_policy(model_args, training_args)
+        live_reference = None
+        if not training_args.precompute_reference_logps and not model_args.use_lora:
+            reference_path = model_args.ref_model_name_or_path or model_args.model_name_or_path
+            live_reference = load_model(reference_path, model_args.model_dtype, model_args.attn_implementation)
+        trainer = PreferenceTrainer(
+            model=model, args=training_args, train_dataset=dataset, data_collator=PreferenceCollator(pad_id),
+            processing_class=processor, reference_model=live_reference,
+        )
+        if training_args.precompute_reference_logps:
+            attach_reference_logps(trainer, dataset, model_args, data_args, training_args)
+
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    # save_model writes the processor too (it is the trainer's processing_class).
+    save(trainer, model_args, training_args, processor)
     if trainer.is_world_process_zero() and training_args.plot:
         plot_training_curves(
             trainer.state.log_history,
@@ -84,15 +168,31 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
     return trainer
 
 
+def save(trainer: Trainer, model_args: ModelArguments, training_args: AltTextTrainingArguments, processor: Any) -> None:
+    """An HF checkpoint in output_dir: the full model, or LoRA adapters (merged on request). The
+    processor is saved with it (save_model writes the trainer's processing_class)."""
+    trainer.save_state()
+    if model_args.use_lora and model_args.merge_lora:
+        if trainer.is_world_process_zero():
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(training_args.output_dir)
+            processor.save_pretrained(training_args.output_dir)
+        return
+    trainer.save_model(training_args.output_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_args, data_args, training_args = parse_arguments(argv)
     try:
-        run(model_args, data_args, training_args)
-    except DataValidationError as error:
+        model_args, data_args, training_args = parse_arguments(argv)
+        if model_args.merge_lora and not model_args.use_lora:
+            raise ValueError("--merge_lora needs --use_lora")
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except CheckpointError as error:
+    try:
+        run(model_args, data_args, training_args)
+    except (DataValidationError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,1 @@
+"""Evaluation: held-out preference metrics (and, later, batched generation and scoring)."""

@@ -1,0 +1,103 @@
+"""Held-out preference evaluation: how a model ranks each record's anchor (c_w, m_w, y_w)
+against the seven negatives of MCM-DPO, from its own log-probabilities (no reference needed).
+
+    python -m mcmdpo.eval.preferences --model_name CKPT --data_path pref_test.json \\
+        --image_folder DIR [--output metrics.json]
+
+For each dimension: margin = mean of log p(anchor) - log p(negative), accuracy = share of records
+where the anchor is more likely. ``preference_accuracy`` is the response dimension's accuracy,
+``image_margin`` and ``context_margin`` the margins of the image and context dimensions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mcmdpo.data.lengths import check_lengths, preference_conversations
+from mcmdpo.data.loading import load_examples
+from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
+from mcmdpo.data.records import DataValidationError
+from mcmdpo.model.loading import CheckpointError, load_model, load_processor
+from mcmdpo.train.losses import TERM_COLUMNS, TERM_NAMES
+from mcmdpo.train.preference_trainer import batch_sequence_logps
+
+
+@torch.no_grad()
+def sequence_logps_of(model: Any, dataset: PreferenceDataset, batch_size: int = 8, show_progress: bool = True) -> torch.Tensor:
+    """[records, sequences] log-probs of every record of ``dataset`` under ``model``."""
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=PreferenceCollator(dataset.processor.tokenizer.pad_token_id))
+    chunks = []
+    for batch in tqdm(loader, desc="scoring preference sequences", disable=not show_progress):
+        batch = {key: value.to(device) for key, value in batch.items()}
+        chunks.append(batch_sequence_logps(model, batch, len(dataset.sequences), average=False).float().cpu())
+    return torch.cat(chunks)
+
+
+def summarize(logps: torch.Tensor) -> dict[str, float]:
+    """Per-dimension margins and accuracies of [records, 8] log-probs."""
+    metrics: dict[str, float] = {}
+    for name, column in zip(TERM_NAMES, TERM_COLUMNS):
+        margin = logps[:, 0] - logps[:, column]
+        metrics[f"{name}_margin"] = margin.mean().item()
+        metrics[f"{name}_accuracy"] = (margin > 0).float().mean().item()
+    metrics["preference_accuracy"] = metrics["response_accuracy"]
+    metrics["num_records"] = float(len(logps))
+    return metrics
+
+
+def evaluate_preferences(
+    model_path: str | Path,
+    data_path: str | Path,
+    image_folder: str | Path | None,
+    negatives: NegativeConfig = NegativeConfig(),
+    max_length: int = 2048,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    loaded = load_examples(data_path, "preference", image_folder, show_progress=show_progress)
+    processor = load_processor(str(model_path))
+    examples, _ = check_lengths(loaded, processor, max_length, preference_conversations, show_progress=False)
+    dataset = PreferenceDataset(examples, processor, image_folder, max_length, negatives)
+    model = load_model(str(model_path))
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return summarize(sequence_logps_of(model, dataset, batch_size, show_progress))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mcmdpo.eval.preferences", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name", required=True, help="checkpoint to evaluate")
+    parser.add_argument("--data_path", required=True, help="preference file (e.g. pref_test.json)")
+    parser.add_argument("--image_folder", default=None)
+    parser.add_argument("--negative_image", default="diffusion")
+    parser.add_argument("--diffusion_step", type=int, default=700)
+    parser.add_argument("--negative_seed", type=int, default=0)
+    parser.add_argument("--max_length", type=int, default=2048)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--output", default=None, help="write the metrics as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        negatives = NegativeConfig(args.negative_image, args.diffusion_step, args.negative_seed)
+        metrics = evaluate_preferences(args.model_name, args.data_path, args.image_folder, negatives, args.max_length, args.batch_size)
+    except (DataValidationError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = json.dumps(metrics, indent=1)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""DPO and MCM-DPO: a thin ``transformers.Trainer`` subclass that scores each record's sequences
+under the policy, takes the reference log-probs from the batch (precomputed) or from a frozen
+reference, and applies the pure losses of :mod:`mcmdpo.train.losses`."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import Trainer
+
+from mcmdpo.train.losses import dpo_loss, mcmdpo_loss, response_metrics, sequence_logps
+
+NON_MODEL_KEYS = ("index", "reference_logps", "labels")
+
+
+def batch_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], num_sequences: int, average: bool) -> torch.Tensor:
+    """[records, sequences] log-probs of a flattened preference batch."""
+    inputs = {key: value for key, value in batch.items() if key not in NON_MODEL_KEYS}
+    logits = model(**inputs, use_cache=False).logits
+    return sequence_logps(logits, batch["labels"], average).view(-1, num_sequences)
+
+
+def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
+    """A frozen, evaluation-mode reference on the trainer's device. Under ZeRO-3 its weights stay
+    partitioned across processes, inside an inference-only DeepSpeed engine."""
+    model.eval()
+    model.requires_grad_(False)
+    if trainer.is_deepspeed_enabled:
+        import deepspeed
+
+        config = copy.deepcopy(trainer.accelerator.state.deepspeed_plugin.deepspeed_config)
+        if config.get("zero_optimization", {}).get("stage") == 3:
+            config.pop("optimizer", None)
+            config.pop("scheduler", None)
+            engine, *_ = deepspeed.initialize(model=model, config=config)
+            engine.eval()
+            return engine
+    return model.to(trainer.accelerator.device)
+
+
+class PreferenceTrainer(Trainer):
+    """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments` with stage "dpo"
+    or "mcmdpo"; ``train_dataset`` a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`.
+
+    The reference is, in order: the batch's ``reference_logps`` (precomputed), ``reference_model``,
+    or the policy with its LoRA adapters disabled."""
+
+    def __init__(self, *args: Any, reference_model: nn.Module | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Our loss is a mean over records: the Trainer must divide it over accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self.reference_model = prepare_reference_model(reference_model, self) if reference_model is not None else None
+        self._stored_metrics: dict[str, list[float]] = defaultdict(list)
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self.train_dataset.sequences)
+
+    def _reference_context(self):
+        if self.reference_model is not None:
+            return nullcontext()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if not hasattr(unwrapped, "disable_adapter"):
+            raise RuntimeError("no reference: pass reference_model, precompute reference log-probs, or train with LoRA")
+        return unwrapped.disable_adapter()
+
+    @torch.no_grad()
+    def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        average = self.args.logps_reduction == "mean"
+        with self._reference_context():
+            model = self.reference_model if self.reference_model is not None else self.model
+            return batch_sequence_logps(model, batch, self.num_sequences, average)
+
+    def preference_loss(self, policy: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        args = self.args
+        if args.stage == "dpo":
+            losses, chosen, rejected = dpo_loss(policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1], args.beta)
+            return losses, response_metrics(policy[:, 0], policy[:, 1], chosen, rejected)
+        return mcmdpo_loss(policy, reference, args.beta, args.term_weights, args.normalizer, args.num_terms)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        policy = batch_sequence_logps(model, inputs, self.num_sequences, self.args.logps_reduction == "mean")
+        if "reference_logps" in inputs:
+            reference = inputs["reference_logps"].to(policy)
+        else:
+            reference = self.reference_logps(inputs).to(policy)
+        losses, metrics = self.preference_loss(policy, reference)
+        for name, values in metrics.items():
+            self._stored_metrics[name].append(self.accelerator.gather_for_metrics(values.detach()).float().mean().item())
+        loss = losses.mean()
+        return (loss, {"policy_logps": policy.detach()}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for name, values in self._stored_metrics.items():
+            logs[name] = sum(values) / len(values)
+        self._stored_metrics.clear()
+        super().log(logs, start_time)
+
+    @torch.no_grad()
+    def compute_reference_logps(self, dataset: Any, batch_size: int | None = None) -> torch.Tensor:
+        """[records, sequences] reference log-probs of ``dataset``, computed once, spread over
+        all processes and gathered on each, in record order."""
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size or self.args.per_device_train_batch_size,
+            shuffle=False,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+        loader = self.accelerator.prepare(loader)
+        chunks, indices = [], []
+        for batch in tqdm(loader, desc="reference log-probs", disable=not self.is_world_process_zero()):
+            logps = self.reference_logps(batch)
+            chunks.append(self.accelerator.gather_for_metrics(logps.float()).cpu())
+            indices.append(self.accelerator.gather_for_metrics(batch["index"]).cpu())
+        result = torch.empty(len(dataset), self.num_sequences)
+        result[torch.cat(indices)] = torch.cat(chunks)
+        return result

@@ -1,0 +1,91 @@
+"""Reference log-probs computed once and kept on disk, keyed by everything they depend on: the
+data file's content, the reference checkpoint, the negatives, the sequences and the tokenisation
+settings. A later run with the same key reads them instead of running the reference model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mcmdpo.data.preference_dataset import NegativeConfig
+
+CACHE_FORMAT = 1
+DEFAULT_CACHE_DIR = Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "reference_logps"
+
+
+def _file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:
+    """A local checkpoint folder by its files' names, sizes and modification times (hashing
+    14 GB of weights would take longer than the pass it saves); a hub name by itself."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {"name": str(path)}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return {
+        "path": str(folder.resolve()),
+        "files": [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+    }
+
+
+def cache_key(
+    data_path: str | Path,
+    image_folder: str | Path | None,
+    reference_path: str | Path,
+    negatives: NegativeConfig,
+    sequences: tuple[int, ...],
+    max_length: int,
+    logps_reduction: str,
+    record_ids: list[Any],
+) -> tuple[str, dict[str, Any]]:
+    """The key (a hex digest) and the description it digests, kept beside the cached tensor."""
+    description = {
+        "format": CACHE_FORMAT,
+        "data_sha256": _file_digest(data_path),
+        "data_path": str(Path(data_path).resolve()),
+        "image_folder": str(Path(image_folder).resolve()) if image_folder else None,
+        "reference": checkpoint_fingerprint(reference_path),
+        "negatives": asdict(negatives),
+        "sequences": list(sequences),
+        "max_length": max_length,
+        "logps_reduction": logps_reduction,
+        # The records kept after length checks, in order: rows of the tensor.
+        "records_sha256": hashlib.sha256(json.dumps(record_ids, default=str).encode()).hexdigest(),
+    }
+    key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+    return key, description
+
+
+def load_cached(cache_dir: str | Path, key: str, expected_shape: tuple[int, int]) -> torch.Tensor | None:
+    path = Path(cache_dir) / f"{key}.pt"
+    if not path.is_file():
+        return None
+    logps = torch.load(path, map_location="cpu", weights_only=True)
+    return logps if tuple(logps.shape) == expected_shape else None
+
+
+def save_cached(cache_dir: str | Path, key: str, logps: torch.Tensor, description: dict[str, Any]) -> Path:
+    """Write atomically, so an interrupted run never leaves a half-written cache entry."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{key}.pt"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(logps.cpu(), tmp)
+    tmp.replace(path)
+    meta = cache_dir / f"{key}.json"
+    meta_tmp = meta.with_suffix(f".tmp{os.getpid()}")
+    meta_tmp.write_text(json.dumps(description, indent=1))
+    meta_tmp.replace(meta)
+    return path

@@ -1,0 +1,164 @@
+"""DPO and MCM-DPO training, in process, on the tiny model and the synthetic data."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
+
+from mcmdpo.data import load_examples
+from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.data.synthetic import write_dataset
+from mcmdpo.eval.preferences import evaluate_preferences, sequence_logps_of
+from mcmdpo.model import load_model
+from mcmdpo.train.cli import main
+from mcmdpo.train.losses import TERM_NAMES
+
+COMMON = ["--save_strategy", "no", "--use_cpu", "true", "--dataloader_num_workers", "0", "--seed", "0"]
+
+
+def pref_argv(stage, checkpoint, data_dir, output_dir, cache_dir, *extra, data="pref_train.json"):
+    return [
+        "--stage", stage, "--model_name_or_path", str(checkpoint), "--data_path", str(data_dir / data),
+        "--image_folder", str(data_dir / "image"), "--output_dir", str(output_dir), "--reference_cache_dir", str(cache_dir),
+        "--per_device_train_batch_size", "8", "--logging_steps", "1", "--report_to", "none", *COMMON, *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def noisy_sft(tiny_checkpoint, tmp_path_factory):
+    """An SFT checkpoint trained on very noisy alt-text (half the targets are rejected-style),
+    the situation preference optimisation is for: it has learnt the task's shape, not which
+    responses are right."""
+    root = tmp_path_factory.mktemp("noisy")
+    data = write_dataset(root / "data", seed=0, num_sft=2000, num_pref_train=400, num_pref_test=100, num_test=4, sft_noise=0.5)
+    argv = [
+        "--stage", "sft", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(data / "sft_train.json"),
+        "--image_folder", str(data / "image"), "--output_dir", str(root / "sft"), "--max_steps", "300",
+        "--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--logging_steps", "50", "--report_to", "none", *COMMON,
+    ]
+    assert main(argv) == 0
+    return root / "sft", data
+
+
+def test_mcmdpo_raises_held_out_preference_accuracy_and_margins(noisy_sft, tmp_path):
+    sft, data = noisy_sft
+    out = tmp_path / "mcmdpo"
+    argv = pref_argv("mcmdpo", sft, data, out, tmp_path / "cache", "--max_steps", "40", "--learning_rate", "1e-4")
+    argv[argv.index("--report_to") + 1] = "tensorboard"
+    assert main(argv) == 0
+    evaluate = lambda path: evaluate_preferences(path, data / "pref_test.json", data / "image", show_progress=False)  # noqa: E731
+    before, after = evaluate(sft), evaluate(out)
+    report = {k: (before[k], after[k]) for k in ("response_accuracy", "image_margin", "context_margin")}
+    assert after["response_accuracy"] >= before["response_accuracy"] + 0.1, report
+    assert after["image_margin"] > before["image_margin"] + 0.1, report
+    assert after["context_margin"] > before["context_margin"] + 0.1, report
+
+    # Every dimension's reward, margin and accuracy is logged, with the usual DPO metrics...
+    logged = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
+    for name in TERM_NAMES:
+        assert {f"rewards/{name}", f"margins/{name}", f"accuracies/{name}"} <= logged.keys()
+    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= logged.keys()
+    # ...at step one the policy is the reference, so every reward is zero.
+    assert logged["rewards/chosen"] == pytest.approx(0, abs=1e-5) and logged["margins/all"] == pytest.approx(0, abs=1e-5)
+    # ...and also to TensorBoard.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = list(out.rglob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    assert {"train/margins/image", "train/accuracies/context", "train/loss"} <= set(accumulator.Tags()["scalars"])
+    assert (out / "training_curves.png").is_file()
+
+
+def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    run = lambda out, *extra: main(pref_argv("mcmdpo", tiny_checkpoint, synthetic_dir, tmp_path / out, cache, "--max_steps", "3", "--learning_rate", "1e-3", *extra))  # noqa: E731
+    assert run("first") == 0
+    [cached_file] = list(cache.glob("*.pt"))
+    cached = torch.load(cached_file)
+    description = json.loads(cached_file.with_suffix(".json").read_text())
+    assert description["negatives"] == {"image_type": "diffusion", "diffusion_step": 700, "seed": 0}
+
+    examples = load_examples(synthetic_dir / "pref_train.json", "preference", synthetic_dir / "image", show_progress=False).examples
+    dataset = PreferenceDataset(examples, None, synthetic_dir / "image", 2048, NegativeConfig())
+    from mcmdpo.model import load_processor
+
+    dataset.processor = load_processor(str(tiny_checkpoint))
+    live = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, batch_size=5, show_progress=False)
+    assert cached.shape == live.shape == (200, 8)
+    torch.testing.assert_close(cached, live, rtol=1e-6, atol=1e-5)  # float32: batch composition differs
+
+    # The next run reads the cache instead of running the reference model...
+    mtime = cached_file.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="mcmdpo.train"):
+        assert run("second") == 0
+    assert "reference log-probs read from the cache" in caplog.text
+    assert cached_file.stat().st_mtime_ns == mtime and len(list(cache.glob("*.pt"))) == 1
+    # ...and other negative settings get their own entry.
+    assert run("third", "--negative_image", "rotate") == 0
+    assert len(list(cache.glob("*.pt"))) == 2
+
+    # Training on cached reference log-probs is training against the live reference model.
+    assert run("live", "--precompute_reference_logps", "false") == 0
+    losses = lambda out: [e["loss"] for e in json.loads((tmp_path / out / "trainer_state.json").read_text())["log_history"] if "loss" in e]  # noqa: E731
+    assert losses("live") == pytest.approx(losses("first"), abs=1e-5)
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_dpo_with_lora(tiny_checkpoint, synthetic_dir, tmp_path, merge):
+    """LoRA adapters on the language model; the reference is the policy with its adapters off
+    (live here), the output adapters or a merged model, both loading through the Auto classes."""
+    out = tmp_path / "dpo-lora"
+    extra = ["--use_lora", "true", "--lora_r", "8", "--lora_alpha", "16", "--merge_lora", str(merge).lower(),
+             "--precompute_reference_logps", "false", "--max_steps", "6", "--learning_rate", "5e-3"]
+    assert main(pref_argv("dpo", tiny_checkpoint, synthetic_dir, out, tmp_path / "cache", *extra)) == 0
+    log = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert log[0]["rewards/chosen"] == pytest.approx(0, abs=1e-6)  # adapters start as the identity
+    assert log[-2]["rewards/margins"] > 0
+    assert (out / "adapter_config.json").is_file() != merge
+    trained = dict(AutoModelForImageTextToText.from_pretrained(out).named_parameters())
+    base = dict(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).named_parameters())
+    q_proj = "model.language_model.layers.0.self_attn.q_proj"
+    if merge:  # a plain model whose weights now hold the trained adapters
+        assert not any("lora" in name for name in trained)
+        assert not torch.equal(trained[f"{q_proj}.weight"], base[f"{q_proj}.weight"])
+    else:  # the base model with the trained adapters loaded on top
+        assert not torch.equal(trained[f"{q_proj}.lora_B.default.weight"], torch.zeros_like(trained[f"{q_proj}.lora_B.default.weight"]))
+        assert torch.equal(trained[f"{q_proj}.base_layer.weight"], base[f"{q_proj}.weight"])
+    # Only the language model was adapted: the vision tower is the base one.
+    assert all(torch.equal(value, base[name]) for name, value in trained.items() if "vision_tower" in name)
+
+
+def test_alignment_with_the_vision_tower_trained_reloads_it(tiny_checkpoint, synthetic_dir, tmp_path):
+    out = tmp_path / "mcmdpo-ve"
+    extra = ["--train_vision_tower", "true", "--max_steps", "3", "--learning_rate", "1e-3"]
+    assert main(pref_argv("mcmdpo", tiny_checkpoint, synthetic_dir, out, tmp_path / "cache", *extra)) == 0
+    start = {k: v for k, v in load_file(tiny_checkpoint / "model.safetensors").items() if "vision_tower" in k}
+    saved = {k: v for k, v in load_file(out / "model.safetensors").items() if "vision_tower" in k}
+    assert start.keys() == saved.keys()
+    assert sum(not torch.equal(start[k], saved[k]) for k in saved) > len(saved) // 2
+    # The Auto classes reload exactly the trained tower, not the starting one.
+    base = dict(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).named_parameters())
+    reloaded = dict(AutoModelForImageTextToText.from_pretrained(out).named_parameters())
+    vision = [name for name in reloaded if "vision_tower" in name]
+    assert sum(not torch.equal(reloaded[n], base[n]) for n in vision) == sum(not torch.equal(start[k], saved[k]) for k in saved)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stage", "sft", "--beta", "0.2"], "--stage sft does not use --beta"),
+        (["--stage", "dpo", "--num_terms", "3"], "--stage dpo does not use --num_terms"),
+        (["--stage", "mcmdpo", "--term_weights", "1", "2"], "--term_weights needs 7 values"),
+        (["--stage", "mcmdpo", "--negative_image", "blur"], "--negative_image must be one of"),
+        (["--stage", "dpo", "--merge_lora", "true"], "--merge_lora needs --use_lora"),
+    ],
+)
+def test_flags_a_stage_does_not_use_are_errors(argv, message, capsys, tmp_path):
+    code = main([*argv, "--model_name_or_path", "x", "--data_path", "y", "--output_dir", str(tmp_path)])
+    assert code == 2 and message in capsys.readouterr().err
