@@ -91,6 +91,17 @@ def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArgum
     return model
 
 
+def reference_dtype(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> str:
+    """The reference runs in the precision the policy trains in (a bf16 run scores the reference
+    in bf16 too, which also halves its memory)."""
+    return "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else model_args.model_dtype
+
+
+def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
+    path = model_args.ref_model_name_or_path or model_args.model_name_or_path
+    return load_model(path, reference_dtype(model_args, training_args), model_args.attn_implementation)
+
+
 def attach_reference_logps(
     trainer: PreferenceTrainer, dataset: PreferenceDataset, model_args: ModelArguments,
     data_args: DataArguments, training_args: AltTextTrainingArguments,
@@ -100,7 +111,8 @@ def attach_reference_logps(
     reference_path = model_args.ref_model_name_or_path or model_args.model_name_or_path
     key, description = cache_key(
         data_args.data_path, data_args.image_folder, reference_path, dataset.negatives, dataset.sequences,
-        training_args.max_length, training_args.logps_reduction, [e.idx for e in dataset.examples],
+        training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
+        [e.idx for e in dataset.examples],
     )
     cached = load_cached(training_args.reference_cache_dir, key, (len(dataset), len(dataset.sequences)))
     main_process = trainer.is_world_process_zero()
@@ -109,7 +121,7 @@ def attach_reference_logps(
             logger.info("reference log-probs read from the cache (%s/%s.pt)", training_args.reference_cache_dir, key)
         dataset.reference_logps = cached
         return
-    reference = load_model(reference_path, model_args.model_dtype, model_args.attn_implementation)
+    reference = load_reference(model_args, training_args)
     trainer.reference_model = prepare_reference_model(reference, trainer)
     logps = trainer.compute_reference_logps(dataset)
     if main_process:
@@ -148,8 +160,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
         model = build_policy(model_args, training_args)
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
-            reference_path = model_args.ref_model_name_or_path or model_args.model_name_or_path
-            live_reference = load_model(reference_path, model_args.model_dtype, model_args.attn_implementation)
+            live_reference = load_reference(model_args, training_args)
         trainer = PreferenceTrainer(
             model=model, args=training_args, train_dataset=dataset, data_collator=PreferenceCollator(pad_id),
             processing_class=processor, reference_model=live_reference,

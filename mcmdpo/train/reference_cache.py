@@ -48,6 +48,7 @@ def cache_key(
     sequences: tuple[int, ...],
     max_length: int,
     logps_reduction: str,
+    reference_dtype: str,
     record_ids: list[Any],
 ) -> tuple[str, dict[str, Any]]:
     """The key (a hex digest) and the description it digests, kept beside the cached tensor."""
@@ -61,6 +62,7 @@ def cache_key(
         "sequences": list(sequences),
         "max_length": max_length,
         "logps_reduction": logps_reduction,
+        "reference_dtype": reference_dtype,
         # The records kept after length checks, in order: rows of the tensor.
         "records_sha256": hashlib.sha256(json.dumps(record_ids, default=str).encode()).hexdigest(),
     }
