@@ -1,0 +1,69 @@
+"""Batched alt-text generation: left-padded prompts, beam search or sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from mcmdpo.data.conversation import render_prompt
+from mcmdpo.data.records import TestExample
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Upstream defaults: greedy (temperature 0), 3 beams, 256 new tokens."""
+
+    temperature: float = 0.0
+    num_beams: int = 3
+    max_new_tokens: int = 256
+    top_p: float | None = None
+
+    def generate_kwargs(self, processor: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": self.temperature > 0,
+            "pad_token_id": processor.tokenizer.pad_token_id,
+            "eos_token_id": processor.tokenizer.eos_token_id,
+        }
+        if self.temperature > 0:
+            kwargs["temperature"] = self.temperature
+            if self.top_p is not None:
+                kwargs["top_p"] = self.top_p
+        return kwargs
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Any, processor: Any, questions: Sequence[str], images: Sequence[Any], settings: GenerationSettings
+) -> list[str]:
+    """Responses for one batch: prompts padded on the left, so every row ends where its answer
+    starts and the new tokens line up."""
+    prompts = [render_prompt(processor, question) for question in questions]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(text=prompts, images=list(images), padding=True, return_tensors="pt")
+    device = next(model.parameters()).device
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    output = model.generate(**inputs, **settings.generate_kwargs(processor))
+    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def generate_responses(
+    model: Any,
+    processor: Any,
+    examples: Sequence[TestExample],
+    image_folder: str | Path | None,
+    settings: GenerationSettings,
+    batch_size: int = 8,
+) -> Iterator[tuple[list[TestExample], list[str]]]:
+    """Yield (examples, responses) batch by batch, in input order."""
+    for start in range(0, len(examples), batch_size):
+        batch = list(examples[start : start + batch_size])
+        images = [example.image.open(image_folder) for example in batch]
+        yield batch, generate_batch(model, processor, [e.question for e in batch], images, settings)

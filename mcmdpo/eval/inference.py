@@ -1,0 +1,149 @@
+"""Alt-text inference over a test file, batched and resumable.
+
+    python mcmdpo_inference.py --model_name CKPT --test_datasets test.jsonl --eval_output out.jsonl \\
+        [--image_folder DIR] [--batch_size 8] [--num_beams 3] [--temperature 0] [--max_new_tokens 256] [--resume]
+
+Writes one JSON line per input record: the record, every field kept, plus ``response``. Every
+record and image is checked before the model is loaded. With ``--resume`` an interrupted run goes
+on where it stopped: a partial last line is cut away, finished lines are never rewritten, and
+every record ends up exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mcmdpo.data.loading import find_problems
+from mcmdpo.data.records import DataValidationError
+from mcmdpo.eval.generation import GenerationSettings, generate_responses
+from mcmdpo.model.loading import DTYPES, CheckpointError, load_model, load_processor
+
+
+class OutputError(RuntimeError):
+    """The output file cannot be (re)used as asked."""
+
+
+def record_key(record: dict[str, Any]) -> str:
+    """A record's identity in the output: its fields without ``response``."""
+    return json.dumps({k: v for k, v in record.items() if k != "response"}, sort_keys=True, ensure_ascii=False)
+
+
+def finished_records(path: Path) -> Counter[str]:
+    """Keys of the records already written to ``path``, after cutting away a partial last line
+    (an interrupted write). A damaged line elsewhere is an error: that file is not ours to fix."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+    done: Counter[str] = Counter()
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            done[record_key(json.loads(line))] += 1
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise OutputError(f"{path}, line {number}: not a JSON record ({error}); cannot resume into this file") from error
+    return done
+
+
+def pending_examples(examples: list[Any], output: Path, resume: bool, overwrite: bool) -> tuple[list[Any], int]:
+    """The examples still to generate and how many were already done."""
+    if not output.exists():
+        return examples, 0
+    if overwrite:
+        output.unlink()
+        return examples, 0
+    if not resume:
+        raise OutputError(f"{output} exists: pass --resume to continue it or --overwrite to start again")
+    done = finished_records(output)
+    pending = []
+    for example in examples:
+        key = record_key(example.record)
+        if done[key] > 0:
+            done[key] -= 1
+        else:
+            pending.append(example)
+    return pending, len(examples) - len(pending)
+
+
+def append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append whole lines and push them to disk, so a crash loses at most the batch in flight."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcmdpo_inference.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name", required=True, help="HF-format checkpoint (full model or LoRA adapters)")
+    parser.add_argument("--test_datasets", required=True, help="test file: JSON Lines (image_path, question, ...)")
+    parser.add_argument("--eval_output", required=True, help="output JSON Lines file, written exactly here")
+    parser.add_argument("--image_folder", default=None, help="folder image paths are relative to")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy / beam search; > 0 samples")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling (with --temperature > 0)")
+    parser.add_argument("--num_beams", type=int, default=3)
+    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="seeds sampling")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on a GPU, float32 on a CPU")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --eval_output")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --eval_output")
+    parser.add_argument("--skip_bad_records", action="store_true", help="skip (and count) bad records instead of stopping")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.eval_output)
+    if output.resolve() == Path(args.test_datasets).resolve():
+        raise OutputError("--eval_output must not be the input file")
+    loaded, problems = find_problems(args.test_datasets, "test", args.image_folder, show_progress=not args.quiet)
+    if problems and not args.skip_bad_records:
+        raise DataValidationError(problems)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    pending, done = pending_examples(loaded.examples, output, args.resume, args.overwrite)
+    if not pending:
+        print(f"{output}: all {done} records already done")
+        return 0
+    torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+    processor = load_processor(args.model_name, padding_side="left")
+    model = load_model(args.model_name, dtype).to(device).eval()
+    settings = GenerationSettings(args.temperature, args.num_beams, args.max_new_tokens, args.top_p)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(pending), desc="generating alt-text", disable=args.quiet) as progress:
+        for batch, responses in generate_responses(model, processor, pending, args.image_folder, settings, args.batch_size):
+            append_lines(output, [{**example.record, "response": response} for example, response in zip(batch, responses)])
+            progress.update(len(batch))
+    print(
+        f"{output}: {len(pending)} records written"
+        + (f", {done} already there" if done else "")
+        + (f", {len(problems)} bad records skipped" if problems else "")
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (DataValidationError, CheckpointError, OutputError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def main_exit() -> None:
+    sys.exit(main())

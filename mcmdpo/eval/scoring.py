@@ -1,0 +1,252 @@
+"""Scoring generated alt-text against references.
+
+    python get_score.py --file OUT.jsonl [MORE.jsonl FOLDER ...] [--protocol coco|paper]
+        [--summary_json PATH] [--plot PATH]
+
+``coco`` (default): corpus-level BLEU-1..4, METEOR, ROUGE-L and CIDEr with the PTB tokenizer,
+computed by pycocoevalcap exactly as COCO caption evaluation does (and SPICE when its Stanford
+CoreNLP models are installed). ``paper``: the metrics of the original MCM-DPO script, for
+comparison with published numbers (see :mod:`mcmdpo.eval.paper_protocol`). Every score is x 100.
+
+Each file's per-record scores go beside it, to ``NAME.scores.jsonl``; a table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcmdpo.data.reading import read_raw_records
+from mcmdpo.data.records import DataValidationError, Problem
+
+SCORE_SUFFIX = ".scores.jsonl"
+COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougel", "cider")
+
+
+@dataclass
+class Predictions:
+    """The scorable records of one output file: hypotheses and references by position."""
+
+    path: Path
+    hypotheses: dict[int, str] = field(default_factory=dict)
+    references: dict[int, list[str]] = field(default_factory=dict)
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    without_reference: list[Any] = field(default_factory=list)  # positions of records with no `chosen`
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Records with a ``response`` and a ``chosen`` (a string or a list of strings). Records with
+    no reference are counted, not scored; anything else malformed is an error naming the line."""
+    path = Path(path)
+    raw, problems, _ = read_raw_records(path)
+    predictions = Predictions(path)
+    for location, record in raw:
+        where = dict(file=str(path), location=location, idx=record.get("idx") if isinstance(record, dict) else None)
+        if not isinstance(record, dict):
+            problems.append(Problem(message="a record must be a JSON object", **where))
+            continue
+        response = record.get("response")
+        if not isinstance(response, str):
+            problems.append(Problem(message="missing or not a string (is this an inference output?)", field="response", **where))
+            continue
+        chosen = record.get("chosen")
+        references = [chosen] if isinstance(chosen, str) else chosen
+        if references is None or references == [] or references == [""]:
+            predictions.without_reference.append(location.number)
+            continue
+        if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+            problems.append(Problem(message="must be a string or a list of strings", field="chosen", **where))
+            continue
+        predictions.hypotheses[location.number] = response
+        predictions.references[location.number] = references
+        predictions.records[location.number] = record
+    if problems:
+        raise DataValidationError(problems)
+    if not predictions.hypotheses:
+        raise DataValidationError([Problem(str(path), "no record with both a response and a reference")])
+    return predictions
+
+
+def spice_available() -> bool:
+    """SPICE needs Stanford CoreNLP 3.6.0 and its models next to pycocoevalcap's SPICE jar."""
+    from pycocoevalcap.spice import spice
+
+    lib = Path(spice.__file__).parent / "lib"
+    return all((lib / name).is_file() for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"))
+
+
+def coco_scores(
+    hypotheses: dict[Any, str], references: dict[Any, list[str]], use_spice: bool | None = None
+) -> tuple[dict[str, float], dict[Any, dict[str, float]]]:
+    """Corpus scores and per-record scores (x 100), computed as COCOEvalCap computes them: PTB
+    tokenisation of references and hypotheses, then each pycocoevalcap scorer on the whole set."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({key: [{"caption": ref} for ref in refs] for key, refs in references.items()})
+    res = tokenizer.tokenize({key: [{"caption": hypotheses[key]}] for key in references})
+    scorers: list[tuple[Any, tuple[str, ...]]] = [
+        (Bleu(4), ("bleu1", "bleu2", "bleu3", "bleu4")),
+        (Meteor(), ("meteor",)),
+        (Rouge(), ("rougel",)),
+        (Cider(), ("cider",)),
+    ]
+    if use_spice if use_spice is not None else spice_available():
+        from pycocoevalcap.spice.spice import Spice
+
+        scorers.append((Spice(), ("spice",)))
+    keys = list(gts)
+    corpus: dict[str, float] = {}
+    per_record: dict[Any, dict[str, float]] = {key: {} for key in keys}
+    for scorer, names in scorers:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU internals
+            score, scores = scorer.compute_score(gts, res)
+        if len(names) == 1:
+            score, scores = [score], [scores]
+        for name, value, values in zip(names, score, scores):
+            corpus[name] = 100 * float(value)
+            for key, record_value in zip(keys, values):
+                per_record[key][name] = 100 * float(record_value["All"]["f"] if isinstance(record_value, dict) else record_value)
+    return corpus, per_record
+
+
+def score_file(path: Path, protocol: str, write_record_scores: bool = True) -> dict[str, Any]:
+    """Score one output file; return its summary (scores, counts, notes)."""
+    predictions = read_predictions(path)
+    notes: list[str] = []
+    if protocol == "paper":
+        from mcmdpo.eval.paper_protocol import paper_scores
+
+        corpus, per_record, notes = paper_scores(predictions.hypotheses, predictions.references)
+    else:
+        corpus, per_record = coco_scores(predictions.hypotheses, predictions.references)
+        if "spice" not in corpus:
+            notes.append("SPICE skipped: Stanford CoreNLP 3.6.0 models are not installed beside pycocoevalcap's SPICE jar")
+    if write_record_scores:
+        write_record_scores_file(predictions, per_record)
+    return {
+        "file": str(path),
+        "protocol": protocol,
+        "scores": corpus,
+        "num_scored": len(predictions.hypotheses),
+        "num_without_reference": len(predictions.without_reference),
+        "notes": notes,
+    }
+
+
+def record_scores_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".jsonl").removesuffix(".json") + SCORE_SUFFIX)
+
+
+def write_record_scores_file(predictions: Predictions, per_record: dict[int, dict[str, float]]) -> Path:
+    """Beside the input, never over it; written whole to a temporary file, then renamed."""
+    target = record_scores_path(predictions.path)
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for position, scores in per_record.items():
+            record = predictions.records[position]
+            row = {"position": position, "idx": record.get("idx"), "response": predictions.hypotheses[position],
+                   "references": predictions.references[position], **scores}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given; folders give their *.jsonl files (not our own *.scores.jsonl)."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(p for p in path.glob("*.jsonl") if not p.name.endswith(SCORE_SUFFIX))
+        else:
+            files.append(path)
+    return files
+
+
+def format_table(summaries: list[dict[str, Any]]) -> str:
+    metrics = list(dict.fromkeys(name for summary in summaries for name in summary["scores"]))
+    names = [Path(summary["file"]).name for summary in summaries]
+    width = max(len("file"), *(len(n) for n in names))
+    widths = [max(9, len(m)) for m in metrics]
+    lines = [f"{'file':<{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(metrics, widths)) + "  records"]
+    for name, summary in zip(names, summaries):
+        cells = "  ".join(
+            f"{summary['scores'][m]:{w}.2f}" if m in summary["scores"] else f"{'-':>{w}}" for m, w in zip(metrics, widths)
+        )
+        lines.append(f"{name:<{width}}  {cells}  {summary['num_scored']:>7}")
+    return "\n".join(lines)
+
+
+def plot_scores(summaries: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Grouped bars: one group per metric, one bar per file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(name for summary in summaries for name in summary["scores"]))
+    width = 0.8 / len(summaries)
+    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * max(1, len(summaries) / 2)), 4))
+    for row, summary in enumerate(summaries):
+        xs = [i + row * width for i in range(len(metrics))]
+        axis.bar(xs, [summary["scores"].get(m, 0.0) for m in metrics], width, label=Path(summary["file"]).stem)
+    axis.set_xticks([i + width * (len(summaries) - 1) / 2 for i in range(len(metrics))])
+    axis.set_xticklabels(metrics)
+    axis.set_ylabel("score (x 100)")
+    axis.set_title(title or f"{summaries[0]['protocol']} protocol")
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="get_score.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--file", nargs="+", required=True, help="inference outputs (JSON Lines) or folders of them")
+    parser.add_argument("--protocol", choices=("coco", "paper"), default="coco",
+                        help="coco: pycocoevalcap, corpus level (default); paper: the original script's metrics")
+    parser.add_argument("--summary_json", default=None, help="write the corpus scores of every file here")
+    parser.add_argument("--plot", default=None, help="draw a bar chart comparing the files (PNG)")
+    parser.add_argument("--no_record_scores", action="store_true", help="do not write NAME.scores.jsonl")
+    args = parser.parse_args(argv)
+    files = expand_inputs(args.file)
+    if not files:
+        print("error: no .jsonl file found in " + ", ".join(args.file), file=sys.stderr)
+        return 2
+    summaries = []
+    try:
+        for path in files:
+            summaries.append(score_file(path, args.protocol, not args.no_record_scores))
+    except DataValidationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.protocol} protocol" + (" (the original MCM-DPO script's metrics)" if args.protocol == "paper" else
+                                          " (pycocoevalcap, PTB tokenizer, corpus level)") + ", scores x 100")
+    print(format_table(summaries))
+    for summary in summaries:
+        if summary["num_without_reference"]:
+            print(f"{summary['file']}: {summary['num_without_reference']} record(s) without a reference were not scored")
+    for note in dict.fromkeys(note for summary in summaries for note in summary["notes"]):
+        print(f"note: {note}")
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summaries, indent=1) + "\n")
+    if args.plot:
+        plot_scores(summaries, args.plot)
+    return 0
+
+
+def main_exit() -> None:
+    sys.exit(main())
