@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import HfArgumentParser, PreTrainedModel, Trainer, set_seed
 
 from mcmdpo.data.collate import PaddingCollator
@@ -176,6 +177,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
             Path(training_args.output_dir) / "training_curves.png",
             title=f"{training_args.stage}: {Path(training_args.output_dir).name}",
         )
+    # Leave together: a process exiting while another is still saving can abort the gloo/NCCL group.
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return trainer
 
 
