@@ -48,3 +48,28 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path, ti
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_demo_curves(states: dict[str, Path], path: str | Path) -> Path:
+    """Training curves of several runs side by side: each run's loss, and the preference runs'
+    margins (response; image and context where logged)."""
+    import json
+
+    histories = {name: json.loads(Path(state).read_text())["log_history"] for name, state in states.items()}
+    colors = {name: f"C{i}" for i, name in enumerate(histories)}  # one colour per run in every panel
+    panels = [("loss", "loss")] + [(key, key) for key in ("rewards/margins", "margins/image", "margins/context")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for axis, (key, title) in zip(axes[0], panels):
+        for name, history in histories.items():
+            points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+            if points:
+                axis.plot(*zip(*points), label=name, color=colors[name])
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
