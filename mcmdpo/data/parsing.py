@@ -51,6 +51,15 @@ class _RecordChecker:
         return value
 
 
+def _check_record(location: RecordLocation, record: Any, problems: list[Problem]) -> _RecordChecker | None:
+    """A checker for ``record``, or None (with the problem reported) when it is not an object."""
+    check = _RecordChecker(location, record if isinstance(record, dict) else {}, problems)
+    if not isinstance(record, dict):
+        check.report(None, f"a record must be a JSON object, found {type(record).__name__}")
+        return None
+    return check
+
+
 def _parse_image(check: _RecordChecker) -> ImageRef | None:
     record = check.record
     image = record.get("image")
@@ -121,9 +130,8 @@ def _qa_fields(check: _RecordChecker, names: tuple[str, ...]) -> dict[str, Any] 
 
 
 def parse_preference(location: RecordLocation, record: Any, problems: list[Problem]) -> PreferenceExample | None:
-    check = _RecordChecker(location, record if isinstance(record, dict) else {}, problems)
-    if not isinstance(record, dict):
-        check.report(None, f"a record must be a JSON object, found {type(record).__name__}")
+    check = _check_record(location, record, problems)
+    if check is None:
         return None
     image = _parse_image(check)
     found = _qa_fields(check, ("question", "chosen", "rejected"))
@@ -163,9 +171,8 @@ def _parse_conversation(check: _RecordChecker) -> tuple[tuple[str, str], ...] | 
 
 def parse_sft(location: RecordLocation, record: Any, problems: list[Problem]) -> SFTExample | None:
     """SFT takes LLaVA conversation records, and preference/test records with ``chosen`` as target."""
-    check = _RecordChecker(location, record if isinstance(record, dict) else {}, problems)
-    if not isinstance(record, dict):
-        check.report(None, f"a record must be a JSON object, found {type(record).__name__}")
+    check = _check_record(location, record, problems)
+    if check is None:
         return None
     image = _parse_image(check)
     if "conversations" in record:
@@ -180,9 +187,8 @@ def parse_sft(location: RecordLocation, record: Any, problems: list[Problem]) ->
 
 
 def parse_test(location: RecordLocation, record: Any, problems: list[Problem]) -> TestExample | None:
-    check = _RecordChecker(location, record if isinstance(record, dict) else {}, problems)
-    if not isinstance(record, dict):
-        check.report(None, f"a record must be a JSON object, found {type(record).__name__}")
+    check = _check_record(location, record, problems)
+    if check is None:
         return None
     image = _parse_image(check)
     question = check.text("question", record.get("question", _MISSING))
