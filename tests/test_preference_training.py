@@ -162,3 +162,17 @@ def test_alignment_with_the_vision_tower_trained_reloads_it(tiny_checkpoint, syn
 def test_flags_a_stage_does_not_use_are_errors(argv, message, capsys, tmp_path):
     code = main([*argv, "--model_name_or_path", "x", "--data_path", "y", "--output_dir", str(tmp_path)])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_mcmdpo_on_llava_next_with_resized_negatives(synthetic_dir, tmp_path):
+    """LLaVA-1.6: a cropped negative image has its own size, so its own number of tiles and image
+    tokens; the 8-way batch pads them and the cached reference still matches the policy."""
+    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "next", TinyModelSpec(architecture="llava_next"))
+    out = tmp_path / "out"
+    extra = ["--negative_image", "crop", "--max_steps", "3", "--learning_rate", "1e-3", "--per_device_train_batch_size", "2"]
+    assert main(pref_argv("mcmdpo", checkpoint, synthetic_dir, out, tmp_path / "cache", *extra)) == 0
+    first = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
+    assert first["margins/all"] == pytest.approx(0, abs=1e-5) and first["loss"] == pytest.approx(0.6931, abs=1e-4)
+    assert type(AutoModelForImageTextToText.from_pretrained(out)).__name__ == "LlavaNextForConditionalGeneration"
