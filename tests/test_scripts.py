@@ -44,10 +44,13 @@ def test_sft_script_under_deepspeed_zero2(tiny_checkpoint, synthetic_dir, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, zero", [("mcmdpo.sh", "zero3.json"), ("dpo.sh", "zero2.json")])
-def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero):
+@pytest.mark.parametrize(
+    "script, zero, precompute", [("mcmdpo.sh", "zero3.json", True), ("mcmdpo.sh", "zero3.json", False), ("dpo.sh", "zero2.json", True)]
+)
+def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero, precompute):
     """MCM-DPO under ZeRO-3 (policy and reference partitioned over both processes) and DPO
-    under ZeRO-2; reference log-probs precomputed on both processes, then training."""
+    under ZeRO-2; reference log-probs precomputed on both processes then training, or (live) a
+    partitioned reference model running beside the policy."""
     out = tmp_path / "out"
     run_script(
         script,
@@ -55,18 +58,21 @@ def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_
         IMAGE_FOLDER=str(synthetic_dir / "image"), OUTPUT_DIR=str(out),
         DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / zero), PER_DEVICE_BATCH="2", GLOBAL_BATCH="8",
         LEARNING_RATE="1e-3",
-        EXTRA_ARGS=f"--max_steps 4 --dataloader_num_workers 0 --report_to none --save_strategy no --reference_cache_dir {tmp_path / 'cache'}",
+        EXTRA_ARGS=f"--max_steps 4 --dataloader_num_workers 0 --report_to none --save_strategy no --reference_cache_dir {tmp_path / 'cache'}"
+        f" --precompute_reference_logps {str(precompute).lower()}",
     )
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     first = state["log_history"][0]
-    # Cached reference log-probs gathered from both processes match the policy at step one.
+    # The reference (cached, gathered from both processes, or live) matches the policy at step one.
     assert first["rewards/chosen"] == pytest.approx(0, abs=1e-5) and first["rewards/rejected"] == pytest.approx(0, abs=1e-5)
     assert ("margins/image" in first) == (script == "mcmdpo.sh")
-    [cache] = list((tmp_path / "cache").glob("*.pt"))
     import torch
 
-    assert torch.load(cache).shape == (200, 8 if script == "mcmdpo.sh" else 2)
+    caches = list((tmp_path / "cache").glob("*.pt"))
+    assert len(caches) == int(precompute)
+    if precompute:
+        assert torch.load(caches[0]).shape == (200, 8 if script == "mcmdpo.sh" else 2)
     # The saved model is whole (ZeRO-3 gathers it) and reloads with the Auto classes.
     trained = dict(AutoModelForImageTextToText.from_pretrained(out).named_parameters())
     base = dict(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).named_parameters())
