@@ -49,7 +49,7 @@ class DataArguments:
 
 # Flags that only mean something in some stages: setting them elsewhere is an error, not a no-op.
 PREFERENCE_ONLY = ("beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir")
-MCMDPO_ONLY = ("term_weights", "normalizer", "num_terms", "negative_image", "diffusion_step", "negative_seed")
+MCMDPO_ONLY = ("term_weights", "normalizer", "num_terms", "negative_image", "diffusion_step", "negative_seed", "shared_prefix")
 
 
 @dataclass
@@ -78,6 +78,11 @@ class AltTextTrainingArguments(TrainingArguments):
     negative_image: str = field(default="diffusion", metadata={"help": f"negative image: one of {NEGATIVE_IMAGE_TYPES}"})
     diffusion_step: int = field(default=700, metadata={"help": "forward-diffusion step (of 1000) of the 'diffusion' negative image"})
     negative_seed: int = field(default=0, metadata={"help": "seeds every record's negative context and image"})
+    shared_prefix: bool = field(
+        default=False,
+        metadata={"help": "exact, cheaper MCM-DPO step: each record's 2 images encoded once, its 4 prompts run once, both "
+                          "responses continue from the cached prompt (needs --activation_checkpointing false)"},
+    )
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -93,6 +98,8 @@ class AltTextTrainingArguments(TrainingArguments):
             raise ValueError(f"--term_weights needs {len(TERM_NAMES)} values ({', '.join(TERM_NAMES)}), got {len(self.term_weights)}")
         if not 1 <= self.num_terms <= len(TERM_NAMES):
             raise ValueError(f"--num_terms must be in 1..{len(TERM_NAMES)}, got {self.num_terms}")
+        if self.shared_prefix and self.activation_checkpointing:
+            raise ValueError("--shared_prefix needs the prompt's key/value cache: add --activation_checkpointing false")
         if self.negative_image not in NEGATIVE_IMAGE_TYPES:
             raise ValueError(f"--negative_image must be one of {NEGATIVE_IMAGE_TYPES}, got {self.negative_image!r}")
         super().__post_init__()

@@ -38,6 +38,7 @@ from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, Mode
 from mcmdpo.train.plotting import plot_training_curves
 from mcmdpo.train.preference_trainer import PreferenceTrainer, prepare_reference_model
 from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
+from mcmdpo.train.shared_prefix import SharedPrefixCollator
 
 logger = logging.getLogger("mcmdpo.train")
 
@@ -162,8 +163,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
             live_reference = load_reference(model_args, training_args)
+        collator = SharedPrefixCollator(pad_id) if training_args.shared_prefix else PreferenceCollator(pad_id)
         trainer = PreferenceTrainer(
-            model=model, args=training_args, train_dataset=dataset, data_collator=PreferenceCollator(pad_id),
+            model=model, args=training_args, train_dataset=dataset, data_collator=collator,
             processing_class=processor, reference_model=live_reference,
         )
         if training_args.precompute_reference_logps:

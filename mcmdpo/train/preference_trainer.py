@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer
 
 from mcmdpo.train.losses import dpo_loss, mcmdpo_loss, response_metrics, sequence_logps
+from mcmdpo.train.shared_prefix import shared_prefix_logps
 
 NON_MODEL_KEYS = ("index", "reference_logps", "labels")
 
@@ -72,12 +73,17 @@ class PreferenceTrainer(Trainer):
             raise RuntimeError("no reference: pass reference_model, precompute reference log-probs, or train with LoRA")
         return unwrapped.disable_adapter()
 
+    def sequence_logps(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[records, sequences] log-probs: by the shared-prefix step or by full sequences."""
+        average = self.args.logps_reduction == "mean"
+        if self.args.shared_prefix:
+            return shared_prefix_logps(model, batch, average)
+        return batch_sequence_logps(model, batch, self.num_sequences, average)
+
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        average = self.args.logps_reduction == "mean"
         with self._reference_context():
-            model = self.reference_model if self.reference_model is not None else self.model
-            return batch_sequence_logps(model, batch, self.num_sequences, average)
+            return self.sequence_logps(self.reference_model if self.reference_model is not None else self.model, batch)
 
     def preference_loss(self, policy: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         args = self.args
@@ -87,7 +93,7 @@ class PreferenceTrainer(Trainer):
         return mcmdpo_loss(policy, reference, args.beta, args.term_weights, args.normalizer, args.num_terms)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        policy = batch_sequence_logps(model, inputs, self.num_sequences, self.args.logps_reduction == "mean")
+        policy = self.sequence_logps(model, inputs)
         if "reference_logps" in inputs:
             reference = inputs["reference_logps"].to(policy)
         else:

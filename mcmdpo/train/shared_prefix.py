@@ -1,0 +1,124 @@
+"""An exact, cheaper way to score a record's eight MCM-DPO sequences.
+
+The straightforward step runs 8 full sequences per record, each re-encoding its image and
+re-reading its prompt (hundreds of image tokens and the context) to score a ~20-token answer.
+Here each record's 2 distinct images are encoded once, its 4 distinct (context, image) prompts run
+once, and both responses continue from each prompt's cached keys and values, with gradients
+flowing through the cache. The log-probabilities are the same as the straightforward ones (up to
+float rounding); the tests check loss and gradients against :func:`batch_sequence_logps`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from mcmdpo.data.collate import stack_padded
+from mcmdpo.data.conversation import IGNORE_INDEX
+from mcmdpo.train.losses import sequence_logps
+
+PROMPTS_PER_RECORD = 4  # (c_w, m_w), (c_w, m_l), (c_l, m_w), (c_l, m_l): prompt p = 2 c + m
+IMAGES_PER_RECORD = 2
+
+
+def split_at_answer(sequence: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
+    """(prompt ids, response ids, response labels): the prompt ends where the labels start."""
+    labels = sequence["labels"]
+    first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+    return sequence["input_ids"][:first], sequence["input_ids"][first:], labels[first:]
+
+
+def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
+    longest = max(len(row) for row in rows)
+    return torch.tensor([[value] * (longest - len(r)) + r if left else r + [value] * (longest - len(r)) for r in rows])
+
+
+@dataclass
+class SharedPrefixCollator:
+    """Batches :class:`~mcmdpo.data.preference_dataset.PreferenceDataset` items (all 8 sequences)
+    as 2 images, 4 left-padded prompts and 8 right-padded responses per record."""
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompts, responses, labels, images = [], [], [], []
+        for item in items:
+            sequences = item["sequences"]
+            if len(sequences) != 8:
+                raise ValueError("the shared-prefix step needs all eight sequences of a record")
+            for prompt in range(PROMPTS_PER_RECORD):
+                chosen, rejected = split_at_answer(sequences[2 * prompt]), split_at_answer(sequences[2 * prompt + 1])
+                if chosen[0] != rejected[0]:
+                    raise ValueError("the two responses of a prompt do not share its tokens")
+                prompts.append(chosen[0])
+                responses += [chosen[1], rejected[1]]
+                labels += [chosen[2], rejected[2]]
+            # m_w is the image of sequence 0 (c_w, m_w, y_w), m_l that of sequence 2 (c_w, m_l, y_w).
+            images += [sequences[0], sequences[2]]
+        batch = {
+            "prompt_input_ids": _pad(prompts, self.pad_token_id, left=True),
+            "prompt_attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=True),
+            "response_input_ids": _pad(responses, self.pad_token_id, left=False),
+            "response_attention_mask": _pad([[1] * len(r) for r in responses], 0, left=False),
+            "response_labels": _pad(labels, IGNORE_INDEX, left=False),
+            "index": torch.tensor([item["index"] for item in items]),
+        }
+        image_keys = [key for key in images[0] if key not in ("input_ids", "attention_mask", "labels")]
+        for key in image_keys:
+            batch[key] = stack_padded([torch.as_tensor(image[key]) for image in images])
+        if "reference_logps" in items[0]:
+            batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
+        return batch
+
+
+def _llava_model(model: Any) -> Any:
+    """The LlavaModel inside a policy that may be wrapped by DeepSpeed or PEFT."""
+    inner = getattr(model, "module", model)  # DeepSpeed engine
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
+    return inner.model
+
+
+def shared_prefix_logps(model: Any, batch: dict[str, torch.Tensor], average: bool = False) -> torch.Tensor:
+    """[records, 8] log-probs, in SEQUENCE_NAMES order, from a :class:`SharedPrefixCollator` batch."""
+    prompt_mask = batch["prompt_attention_mask"]
+    num_prompts = prompt_mask.shape[0]
+    # 1. Each distinct image once: 2 per record.
+    image_kwargs = {"image_sizes": batch["image_sizes"]} if "image_sizes" in batch else {}
+    encoded = _llava_model(model).get_image_features(pixel_values=batch["pixel_values"], return_dict=True, **image_kwargs)
+    features = encoded.pooler_output
+    prompt_features = [
+        features[(row // PROMPTS_PER_RECORD) * IMAGES_PER_RECORD + row % 2] for row in range(num_prompts)
+    ]
+    # 2. Each distinct prompt once, keeping its keys and values (with their gradients).
+    prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    prompt_out = model(
+        input_ids=batch["prompt_input_ids"],
+        attention_mask=prompt_mask,
+        position_ids=prompt_positions,
+        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=prompt_features)},
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = prompt_out.cache
+    if cache is None:
+        raise RuntimeError("the shared-prefix step needs the prompt's key/value cache: turn activation checkpointing off")
+    cache.batch_repeat_interleave(2)  # both responses continue from the same prompt
+    # 3. Both responses from the cached prompt.
+    response_mask = batch["response_attention_mask"]
+    prompt_lengths = prompt_mask.sum(-1).repeat_interleave(2)
+    positions = prompt_lengths[:, None] + torch.arange(response_mask.shape[1], device=response_mask.device)
+    response_out = model(
+        input_ids=batch["response_input_ids"],
+        attention_mask=torch.cat([prompt_mask.repeat_interleave(2, dim=0), response_mask], dim=1),
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    )
+    # The prompt's last logits predict the first answer token; the response's the rest.
+    logits = torch.cat([prompt_out.logits[:, -1:].repeat_interleave(2, dim=0), response_out.logits], dim=1)
+    labels = batch["response_labels"]
+    labels = torch.cat([torch.full_like(labels[:, :1], IGNORE_INDEX), labels], dim=1)
+    return sequence_logps(logits, labels, average).view(-1, 8)
