@@ -75,3 +75,46 @@ def test_training_with_the_shared_prefix_step_matches_full_sequences(tiny_checkp
     for a, b in zip(full, shared, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
         assert b["margins/image"] == pytest.approx(a["margins/image"], abs=1e-4)
+
+
+def test_shared_prefix_step_for_dpo(tiny_checkpoint, processor, synthetic_dir):
+    """DPO's two sequences share one image and one prompt."""
+    from mcmdpo.data.preference_dataset import DPO_SEQUENCES
+    from mcmdpo.train.losses import dpo_loss
+
+    examples = load_examples(synthetic_dir / "pref_train.json", "preference", synthetic_dir / "image", show_progress=False).examples[:5]
+    dataset = PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, sequences=DPO_SEQUENCES)
+    items = [dataset[i] for i in range(len(examples))]
+    pad = processor.tokenizer.pad_token_id
+
+    def step(collate, logps_fn):
+        model = load_model(str(tiny_checkpoint)).train()
+        logps = logps_fn(model, collate(items))
+        losses, _, _ = dpo_loss(logps[:, 0], logps[:, 1], torch.full((5,), -40.0), torch.full((5,), -45.0), 0.1)
+        losses.mean().backward()
+        return logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    straight = step(PreferenceCollator(pad), lambda m, b: batch_sequence_logps(m, b, 2, False))
+    shared = step(SharedPrefixCollator(pad), shared_prefix_logps)
+    assert shared[0].shape == (5, 2)
+    torch.testing.assert_close(shared[0], straight[0], rtol=0, atol=1e-4)
+    for name in straight[1]:
+        torch.testing.assert_close(shared[1][name], straight[1][name], rtol=0, atol=1e-4, msg=name)
+
+
+def test_length_grouped_batches_cut_padding(tiny_checkpoint, synthetic_dir, tmp_path):
+    """--train_sampling_strategy group_by_length groups records of similar length (from cheap
+    text-length estimates, nothing encoded up front), so batches carry less padding."""
+    from mcmdpo.train.cli import parse_arguments, run
+
+    padding = {}
+    for strategy in ("random", "group_by_length"):
+        argv = [
+            "--stage", "dpo", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(synthetic_dir / "pref_train.json"),
+            "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(tmp_path / strategy), "--max_steps", "1",
+            "--per_device_train_batch_size", "8", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
+            "--reference_cache_dir", str(tmp_path / "cache"), "--train_sampling_strategy", strategy, "--plot", "false",
+        ]
+        trainer = run(*parse_arguments(argv))
+        padding[strategy] = sum(int((batch["attention_mask"] == 0).sum()) for batch in trainer.get_train_dataloader())
+    assert padding["group_by_length"] < 0.8 * padding["random"], padding

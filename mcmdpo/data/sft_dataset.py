@@ -23,6 +23,11 @@ class SFTDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Text length in characters: a cheap stand-in for token length when grouping batches."""
+        return [sum(len(user) + len(answer) for user, answer in example.turns) for example in self.examples]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.examples[index]
         image = example.image.open(self.image_folder)

@@ -48,8 +48,8 @@ class DataArguments:
 
 
 # Flags that only mean something in some stages: setting them elsewhere is an error, not a no-op.
-PREFERENCE_ONLY = ("beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir")
-MCMDPO_ONLY = ("term_weights", "normalizer", "num_terms", "negative_image", "diffusion_step", "negative_seed", "shared_prefix")
+PREFERENCE_ONLY = ("beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir", "shared_prefix")
+MCMDPO_ONLY = ("term_weights", "normalizer", "num_terms", "negative_image", "diffusion_step", "negative_seed")
 
 
 @dataclass
@@ -80,8 +80,8 @@ class AltTextTrainingArguments(TrainingArguments):
     negative_seed: int = field(default=0, metadata={"help": "seeds every record's negative context and image"})
     shared_prefix: bool = field(
         default=False,
-        metadata={"help": "exact, cheaper MCM-DPO step: each record's 2 images encoded once, its 4 prompts run once, both "
-                          "responses continue from the cached prompt (needs --activation_checkpointing false)"},
+        metadata={"help": "exact, cheaper DPO/MCM-DPO step: each record's distinct images encoded once, its distinct prompts "
+                          "run once, both responses continue from the cached prompt (needs --activation_checkpointing false)"},
     )
 
     def __post_init__(self) -> None:

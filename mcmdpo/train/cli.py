@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, PreTrainedModel, Trainer, set_seed
+from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, set_seed
 
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.lengths import check_lengths, preference_conversations
@@ -38,9 +38,14 @@ from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, Mode
 from mcmdpo.train.plotting import plot_training_curves
 from mcmdpo.train.preference_trainer import PreferenceTrainer, prepare_reference_model
 from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
+from mcmdpo.train.sampling import LengthGroupingMixin
 from mcmdpo.train.shared_prefix import SharedPrefixCollator
 
 logger = logging.getLogger("mcmdpo.train")
+
+
+class SFTTrainer(LengthGroupingMixin, Trainer):
+    """The plain Trainer, with cheap length grouping."""
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, AltTextTrainingArguments]:
@@ -135,8 +140,12 @@ def attach_reference_logps(
     gc.collect()
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: AltTextTrainingArguments) -> Trainer:
-    """Validate the data, build the model, train, save an HF-format checkpoint and the curves."""
+def run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: AltTextTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Trainer:
+    """Validate the data, build the model, train, save an HF-format checkpoint and the curves.
+    ``callbacks`` are handed to the Trainer (the benchmarks time steps with one)."""
     # Set up the (distributed) devices now: ranks must be known before logging, and ZeRO-3 must
     # see the world size before from_pretrained partitions the weights.
     _ = training_args.device
@@ -151,9 +160,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
     pad_id = processor.tokenizer.pad_token_id
     if training_args.stage == "sft":
         dataset = SFTDataset(examples, processor, data_args.image_folder, training_args.max_length)
-        trainer = Trainer(
+        trainer = SFTTrainer(
             model=build_policy(model_args, training_args), args=training_args, train_dataset=dataset,
-            data_collator=PaddingCollator(pad_id), processing_class=processor,
+            data_collator=PaddingCollator(pad_id), processing_class=processor, callbacks=callbacks,
         )
     else:
         negatives = NegativeConfig(training_args.negative_image, training_args.diffusion_step, training_args.negative_seed)
@@ -166,7 +175,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Alt
         collator = SharedPrefixCollator(pad_id) if training_args.shared_prefix else PreferenceCollator(pad_id)
         trainer = PreferenceTrainer(
             model=model, args=training_args, train_dataset=dataset, data_collator=collator,
-            processing_class=processor, reference_model=live_reference,
+            processing_class=processor, reference_model=live_reference, callbacks=callbacks,
         )
         if training_args.precompute_reference_logps:
             attach_reference_logps(trainer, dataset, model_args, data_args, training_args)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer
 
 from mcmdpo.train.losses import dpo_loss, mcmdpo_loss, response_metrics, sequence_logps
+from mcmdpo.train.sampling import LengthGroupingMixin
 from mcmdpo.train.shared_prefix import shared_prefix_logps
 
 NON_MODEL_KEYS = ("index", "reference_logps", "labels")
@@ -46,7 +47,7 @@ def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
     return model.to(trainer.accelerator.device)
 
 
-class PreferenceTrainer(Trainer):
+class PreferenceTrainer(LengthGroupingMixin, Trainer):
     """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments` with stage "dpo"
     or "mcmdpo"; ``train_dataset`` a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`.
 

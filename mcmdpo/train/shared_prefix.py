@@ -20,8 +20,9 @@ from mcmdpo.data.collate import stack_padded
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.train.losses import sequence_logps
 
-PROMPTS_PER_RECORD = 4  # (c_w, m_w), (c_w, m_l), (c_l, m_w), (c_l, m_l): prompt p = 2 c + m
-IMAGES_PER_RECORD = 2
+# MCM-DPO's 8 sequences: prompts (c_w, m_w), (c_w, m_l), (c_l, m_w), (c_l, m_l) (prompt p = 2 c + m)
+# over images m_w, m_l; DPO's 2 sequences: one prompt (c_w, m_w) over one image.
+LAYOUTS = {8: (4, 2), 2: (1, 1)}  # sequences per record: (prompts, images)
 
 
 def split_at_answer(sequence: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
@@ -38,8 +39,9 @@ def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
 
 @dataclass
 class SharedPrefixCollator:
-    """Batches :class:`~mcmdpo.data.preference_dataset.PreferenceDataset` items (all 8 sequences)
-    as 2 images, 4 left-padded prompts and 8 right-padded responses per record."""
+    """Batches :class:`~mcmdpo.data.preference_dataset.PreferenceDataset` items as, per record,
+    its distinct images, its left-padded prompts and its right-padded responses (two per prompt):
+    2, 4 and 8 for MCM-DPO's eight sequences, 1, 1 and 2 for DPO's two."""
 
     pad_token_id: int
 
@@ -47,9 +49,10 @@ class SharedPrefixCollator:
         prompts, responses, labels, images = [], [], [], []
         for item in items:
             sequences = item["sequences"]
-            if len(sequences) != 8:
-                raise ValueError("the shared-prefix step needs all eight sequences of a record")
-            for prompt in range(PROMPTS_PER_RECORD):
+            if len(sequences) not in LAYOUTS:
+                raise ValueError("the shared-prefix step takes all eight sequences of a record, or DPO's two")
+            num_prompts, num_images = LAYOUTS[len(sequences)]
+            for prompt in range(num_prompts):
                 chosen, rejected = split_at_answer(sequences[2 * prompt]), split_at_answer(sequences[2 * prompt + 1])
                 if chosen[0] != rejected[0]:
                     raise ValueError("the two responses of a prompt do not share its tokens")
@@ -57,7 +60,7 @@ class SharedPrefixCollator:
                 responses += [chosen[1], rejected[1]]
                 labels += [chosen[2], rejected[2]]
             # m_w is the image of sequence 0 (c_w, m_w, y_w), m_l that of sequence 2 (c_w, m_l, y_w).
-            images += [sequences[0], sequences[2]]
+            images += [sequences[2 * m] for m in range(num_images)]
         batch = {
             "prompt_input_ids": _pad(prompts, self.pad_token_id, left=True),
             "prompt_attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=True),
@@ -82,15 +85,19 @@ def _llava_model(model: Any) -> Any:
 
 
 def shared_prefix_logps(model: Any, batch: dict[str, torch.Tensor], average: bool = False) -> torch.Tensor:
-    """[records, 8] log-probs, in SEQUENCE_NAMES order, from a :class:`SharedPrefixCollator` batch."""
+    """[records, sequences] log-probs, in SEQUENCE_NAMES order, from a :class:`SharedPrefixCollator`
+    batch."""
     prompt_mask = batch["prompt_attention_mask"]
-    num_prompts = prompt_mask.shape[0]
+    num_records = batch["index"].shape[0]
+    num_sequences = batch["response_input_ids"].shape[0] // num_records
+    num_prompts, num_images = LAYOUTS[num_sequences]
     # 1. Each distinct image once: 2 per record.
     image_kwargs = {"image_sizes": batch["image_sizes"]} if "image_sizes" in batch else {}
     encoded = _llava_model(model).get_image_features(pixel_values=batch["pixel_values"], return_dict=True, **image_kwargs)
     features = encoded.pooler_output
+    # Prompt p of a record shows image p % 2 (m_w for c_w and c_l, m_l likewise) of that record.
     prompt_features = [
-        features[(row // PROMPTS_PER_RECORD) * IMAGES_PER_RECORD + row % 2] for row in range(num_prompts)
+        features[(row // num_prompts) * num_images + (row % num_prompts) % num_images] for row in range(prompt_mask.shape[0])
     ]
     # 2. Each distinct prompt once, keeping its keys and values (with their gradients).
     prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
@@ -121,4 +128,4 @@ def shared_prefix_logps(model: Any, batch: dict[str, torch.Tensor], average: boo
     logits = torch.cat([prompt_out.logits[:, -1:].repeat_interleave(2, dim=0), response_out.logits], dim=1)
     labels = batch["response_labels"]
     labels = torch.cat([torch.full_like(labels[:, :1], IGNORE_INDEX), labels], dim=1)
-    return sequence_logps(logits, labels, average).view(-1, 8)
+    return sequence_logps(logits, labels, average).view(-1, num_sequences)
