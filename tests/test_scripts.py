@@ -45,12 +45,18 @@ def test_sft_script_under_deepspeed_zero2(tiny_checkpoint, synthetic_dir, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "script, zero, precompute", [("mcmdpo.sh", "zero3.json", True), ("mcmdpo.sh", "zero3.json", False), ("dpo.sh", "zero2.json", True)]
+    "script, zero, precompute, extra",
+    [
+        ("mcmdpo.sh", "zero3.json", True, ""),
+        ("mcmdpo.sh", "zero3.json", False, ""),
+        ("mcmdpo.sh", "zero3.json", True, " --shared_prefix true --activation_checkpointing false"),
+        ("dpo.sh", "zero2.json", True, ""),
+    ],
 )
-def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero, precompute):
+def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero, precompute, extra):
     """MCM-DPO under ZeRO-3 (policy and reference partitioned over both processes) and DPO
     under ZeRO-2; reference log-probs precomputed on both processes then training, or (live) a
-    partitioned reference model running beside the policy."""
+    partitioned reference model running beside the policy; and the shared-prefix step."""
     out = tmp_path / "out"
     run_script(
         script,
@@ -59,7 +65,7 @@ def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_
         DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / zero), PER_DEVICE_BATCH="2", GLOBAL_BATCH="8",
         LEARNING_RATE="1e-3",
         EXTRA_ARGS=f"--max_steps 4 --dataloader_num_workers 0 --report_to none --save_strategy no --reference_cache_dir {tmp_path / 'cache'}"
-        f" --precompute_reference_logps {str(precompute).lower()}",
+        f" --precompute_reference_logps {str(precompute).lower()}{extra}",
     )
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4
