@@ -22,12 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import long_context, realistic_spec, report
 from transformers import TrainerCallback
 
 from mcmdpo.data.loading import load_examples
-from mcmdpo.data.synthetic import FILLERS, write_dataset
+from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.model.loading import load_model, load_processor
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.model.tiny import write_tiny_checkpoint
 from mcmdpo.train.cli import parse_arguments, run
 
 
@@ -56,15 +57,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = TinyModelSpec(image_size=336, patch_size=14, hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=4)
-        checkpoint = str(write_tiny_checkpoint(tmp / "model", spec))
+        checkpoint = str(write_tiny_checkpoint(tmp / "model", realistic_spec()))
         records = args.batch * args.steps
         data = write_dataset(tmp / "data", num_sft=1, num_pref_train=records, num_pref_test=1, num_test=1)
-        filler = " ".join(FILLERS * 3)
         raw = json.loads((data / "pref_train.json").read_text())
-        for record in raw:  # ~100-token contexts, as real posts have
+        for record in raw:
             text = json.loads(record["text"])
-            record["text"] = json.dumps({**text, "question": text["question"] + " " + filler})
+            record["text"] = json.dumps({**text, "question": long_context(text["question"])})
         (data / "pref_long.json").write_text(json.dumps(raw))
 
         timers = {"ours": StepTimer(), "ours_shared_prefix": StepTimer(), "ours_live_reference": StepTimer()}
@@ -108,9 +107,7 @@ def main() -> int:
         **{f"{name}_step_s": timer.median() for name, timer in timers.items()},
         **{f"speedup_{name}": trl_step / timer.median() for name, timer in timers.items()},
     }
-    print(json.dumps(results, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    report(results, args.json)
     return 0
 
 

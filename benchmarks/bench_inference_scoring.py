@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import report
 
 
 def bench_inference(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
@@ -115,9 +116,7 @@ def main() -> int:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         results = {"torch_threads": torch.get_num_threads(), **bench_inference(args, Path(tmp)), **bench_scoring(args, Path(tmp))}
-    print(json.dumps(results, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    report(results, args.json)
     return 0
 
 

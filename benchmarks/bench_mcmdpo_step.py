@@ -17,7 +17,6 @@ Goal: speedup >= 2.5.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -28,13 +27,14 @@ from pathlib import Path
 
 import psutil
 import torch
+from common import long_context, realistic_spec, report
 
 from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import PreferenceCollator, PreferenceDataset
 from mcmdpo.data.records import PreferenceExample
-from mcmdpo.data.synthetic import FILLERS, write_dataset
+from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.model.loading import load_model, load_processor
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.model.tiny import write_tiny_checkpoint
 from mcmdpo.train.losses import mcmdpo_loss
 from mcmdpo.train.preference_trainer import batch_sequence_logps
 from mcmdpo.train.shared_prefix import SharedPrefixCollator, shared_prefix_logps
@@ -67,8 +67,7 @@ def memory_in_fresh_process(variant: str, args: argparse.Namespace) -> float:
 def long_context_examples(data: Path, count: int) -> list[PreferenceExample]:
     """Synthetic preference records with contexts padded to about 100 tokens with filler posts."""
     examples = load_examples(data / "pref_train.json", "preference", data / "image", show_progress=False).examples[:count]
-    filler = " ".join(FILLERS * 3)
-    return [PreferenceExample(e.idx, e.image, e.question + " " + filler, e.chosen, e.rejected, e.location) for e in examples]
+    return [PreferenceExample(e.idx, e.image, long_context(e.question), e.chosen, e.rejected, e.location) for e in examples]
 
 
 def main() -> int:
@@ -83,9 +82,7 @@ def main() -> int:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = TinyModelSpec(image_size=336, patch_size=14, hidden_size=args.hidden_size, intermediate_size=4 * args.hidden_size,
-                             num_layers=args.num_layers, num_heads=4)
-        checkpoint = str(write_tiny_checkpoint(tmp / "model", spec))
+        checkpoint = str(write_tiny_checkpoint(tmp / "model", realistic_spec(args.hidden_size, args.num_layers)))
         data = write_dataset(tmp / "data", num_sft=1, num_pref_train=max(2, args.records), num_pref_test=1, num_test=1)
         processor = load_processor(checkpoint)
         examples = long_context_examples(data, args.records)
@@ -154,9 +151,7 @@ def main() -> int:
             "peak_memory_mb_upstream": up_mb,
             "peak_memory_mb_shared_prefix": sh_mb,
         }
-    print(json.dumps(results, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    report(results, args.json)
     return 0
 
 

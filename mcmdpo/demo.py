@@ -20,7 +20,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.eval import inference

@@ -96,7 +96,7 @@ def test_corrupt_image(tmp_path, pref_records, image_folder):
     (image_folder / pref_records[0]["image_path"]).write_bytes(b"definitely not a png" * 10)
     path = write_json(tmp_path / "pref.json", pref_records)
     [message] = problems_of(path, "preference", image_folder)
-    assert f"record 0 (idx=0), field 'image_path': not a readable image" in message
+    assert "record 0 (idx=0), field 'image_path': not a readable image" in message
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9])
