@@ -24,6 +24,15 @@ def stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
     return padded
 
 
+def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    """[len(rows), longest] long tensor of ``rows`` padded with ``value`` on the left or right."""
+    longest = max(len(row) for row in rows)
+    return torch.tensor(
+        [[value] * (longest - len(row)) + list(row) if left else list(row) + [value] * (longest - len(row)) for row in rows],
+        dtype=torch.long,
+    )
+
+
 @dataclass
 class PaddingCollator:
     """Pads input_ids / attention_mask / labels to the longest sequence of the batch."""
@@ -32,18 +41,11 @@ class PaddingCollator:
     padding_side: str = "right"
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        longest = max(len(f["input_ids"]) for f in features)
         batch: dict[str, torch.Tensor] = {}
         for key, pad in PAD_VALUES.items():
-            if key not in features[0]:
-                continue
-            pad = self.pad_token_id if pad is None else pad
-            rows = []
-            for feature in features:
-                values = list(feature[key])
-                filler = [pad] * (longest - len(values))
-                rows.append(filler + values if self.padding_side == "left" else values + filler)
-            batch[key] = torch.tensor(rows, dtype=torch.long)
+            if key in features[0]:
+                pad = self.pad_token_id if pad is None else pad
+                batch[key] = pad_rows([f[key] for f in features], pad, left=self.padding_side == "left")
         for key in features[0]:
             if key not in PAD_VALUES:
                 batch[key] = stack_padded([torch.as_tensor(f[key]) for f in features])

@@ -31,11 +31,13 @@ def check_lengths(
     loaded: LoadedData,
     processor: Any,
     max_length: int,
-    conversations_of: Callable[[Any], list[Turns]] = lambda example: [example.turns],
+    conversations_of: Callable[[Any], list[Turns]] | None = None,
     show_progress: bool = True,
 ) -> tuple[list[Any], TruncationReport]:
-    """Keep the examples all of whose conversations (``conversations_of``) keep an answer token
-    within ``max_length``; report the others as dropped and those cut short as truncated."""
+    """Keep the examples all of whose conversations (``conversations_of``, default
+    :func:`sft_conversations`) keep an answer token within ``max_length``; report the others as
+    dropped and those cut short as truncated."""
+    conversations_of = conversations_of or sft_conversations
     kept: list[Any] = []
     report = TruncationReport(len(loaded.examples), [], [])
     pairs = list(zip(loaded.examples, loaded.image_sizes))
@@ -49,6 +51,10 @@ def check_lengths(
             report.truncated.append(example.idx)
         kept.append(example)
     return kept, report
+
+
+def sft_conversations(example: Any) -> list[Turns]:
+    return [example.turns]
 
 
 def preference_conversations(example: Any) -> list[Turns]:

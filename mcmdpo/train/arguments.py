@@ -40,6 +40,10 @@ class ModelArguments:
     )
     merge_lora: bool = field(default=False, metadata={"help": "save the merged model instead of the adapters"})
 
+    @property
+    def reference_path(self) -> str:
+        return self.ref_model_name_or_path or self.model_name_or_path
+
 
 @dataclass
 class DataArguments:

@@ -20,7 +20,7 @@ import torch
 from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, set_seed
 
 from mcmdpo.data.collate import PaddingCollator
-from mcmdpo.data.lengths import check_lengths, preference_conversations
+from mcmdpo.data.lengths import check_lengths, preference_conversations, sft_conversations
 from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import (
     ALL_SEQUENCES,
@@ -65,7 +65,7 @@ def load_training_examples(data_args: DataArguments, training_args: AltTextTrain
     kind = "sft" if training_args.stage == "sft" else "preference"
     loaded = load_examples(data_args.data_path, kind, data_args.image_folder, show_progress=main_process)
     processor = load_processor(model_path)
-    conversations = (lambda example: [example.turns]) if kind == "sft" else preference_conversations
+    conversations = sft_conversations if kind == "sft" else preference_conversations
     examples, report = check_lengths(loaded, processor, training_args.max_length, conversations, show_progress=main_process)
     if main_process:
         logger.info("%s: %s", data_args.data_path, report.summary(training_args.max_length))
@@ -105,8 +105,7 @@ def reference_dtype(model_args: ModelArguments, training_args: AltTextTrainingAr
 
 
 def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
-    path = model_args.ref_model_name_or_path or model_args.model_name_or_path
-    return load_model(path, reference_dtype(model_args, training_args), model_args.attn_implementation)
+    return load_model(model_args.reference_path, reference_dtype(model_args, training_args), model_args.attn_implementation)
 
 
 def attach_reference_logps(
@@ -115,9 +114,8 @@ def attach_reference_logps(
 ) -> None:
     """Read the reference log-probs from the cache, or compute them with the reference model once
     (spread over all processes) and cache them; training then runs no reference forward."""
-    reference_path = model_args.ref_model_name_or_path or model_args.model_name_or_path
     key, description = cache_key(
-        data_args.data_path, data_args.image_folder, reference_path, dataset.negatives, dataset.sequences,
+        data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.sequences,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
         [e.idx for e in dataset.examples],
     )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from mcmdpo.data.collate import stack_padded
+from mcmdpo.data.collate import pad_rows, stack_padded
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.train.losses import sequence_logps
 
@@ -30,11 +30,6 @@ def split_at_answer(sequence: dict[str, Any]) -> tuple[list[int], list[int], lis
     labels = sequence["labels"]
     first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
     return sequence["input_ids"][:first], sequence["input_ids"][first:], labels[first:]
-
-
-def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
-    longest = max(len(row) for row in rows)
-    return torch.tensor([[value] * (longest - len(r)) + r if left else r + [value] * (longest - len(r)) for r in rows])
 
 
 @dataclass
@@ -62,11 +57,11 @@ class SharedPrefixCollator:
             # m_w is the image of sequence 0 (c_w, m_w, y_w), m_l that of sequence 2 (c_w, m_l, y_w).
             images += [sequences[2 * m] for m in range(num_images)]
         batch = {
-            "prompt_input_ids": _pad(prompts, self.pad_token_id, left=True),
-            "prompt_attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=True),
-            "response_input_ids": _pad(responses, self.pad_token_id, left=False),
-            "response_attention_mask": _pad([[1] * len(r) for r in responses], 0, left=False),
-            "response_labels": _pad(labels, IGNORE_INDEX, left=False),
+            "prompt_input_ids": pad_rows(prompts, self.pad_token_id, left=True),
+            "prompt_attention_mask": pad_rows([[1] * len(p) for p in prompts], 0, left=True),
+            "response_input_ids": pad_rows(responses, self.pad_token_id, left=False),
+            "response_attention_mask": pad_rows([[1] * len(r) for r in responses], 0, left=False),
+            "response_labels": pad_rows(labels, IGNORE_INDEX, left=False),
             "index": torch.tensor([item["index"] for item in items]),
         }
         image_keys = [key for key in images[0] if key not in ("input_ids", "attention_mask", "labels")]
