@@ -59,6 +59,9 @@ def train(stage: str, model: Path, data: Path, output: Path, steps: int, lr: flo
         "--per_device_train_batch_size", str(batch), "--lr_scheduler_type", "cosine", "--warmup_steps", "0.03",
         "--logging_steps", str(max(1, steps // 30)), "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
         "--dataloader_num_workers", "0", "--seed", str(config.seed),
+        # The tiny random model's recipe: its vision tower stays frozen and gradients are clipped
+        # (the paper's recipe, for real checkpoints, trains the tower and clips nothing).
+        "--train_vision_tower", "false", "--max_grad_norm", "1.0",
     ]
     if stage != "sft":
         argv += ["--beta", str(config.beta), "--reference_cache_dir", str(output.parent / "reference_cache")]

@@ -11,12 +11,21 @@ if ! command -v deepspeed >/dev/null && [[ -x .venv/bin/deepspeed ]]; then
     export PATH="$PWD/.venv/bin:$PATH"
 fi
 
+# Upstream defaults shared by every stage (design §1.4); each can be overridden from the environment.
+TRAIN_VISION_TOWER=${TRAIN_VISION_TOWER:-true}   # the original trains the vision encoder in both stages: paradigm (d)
+IMAGE_ASPECT_RATIO=${IMAGE_ASPECT_RATIO:-pad}    # pad to a square, one 336 tile, 576 image tokens (also for LLaVA-1.6)
+MAX_GRAD_NORM=${MAX_GRAD_NORM:-0}                # the original clips no gradient
+VISION_TOWER_LR=${VISION_TOWER_LR:-}             # empty: the main learning rate, as the original
+PROJECTOR_LR=${PROJECTOR_LR:-}
+
 COMMON_ARGS=(
     --model_name_or_path "$MODEL_PATH"
     --data_path "$DATA_PATH"
     --image_folder "$IMAGE_FOLDER"
     --output_dir "$OUTPUT_DIR"
     --train_vision_tower "$TRAIN_VISION_TOWER"
+    --image_aspect_ratio "$IMAGE_ASPECT_RATIO"
+    --max_grad_norm "$MAX_GRAD_NORM"
     --num_train_epochs "$EPOCHS"
     --per_device_train_batch_size "$PER_DEVICE_BATCH"
     --gradient_accumulation_steps "$GRAD_ACCUM"
@@ -32,6 +41,8 @@ COMMON_ARGS=(
     --dataloader_num_workers 4
     --report_to tensorboard
 )
+[[ -n "$VISION_TOWER_LR" ]] && COMMON_ARGS+=(--vision_tower_lr "$VISION_TOWER_LR")
+[[ -n "$PROJECTOR_LR" ]] && COMMON_ARGS+=(--projector_lr "$PROJECTOR_LR")
 
 # launch STAGE_FLAGS...: the stage's own flags, then the common ones, then DEEPSPEED_CONFIG, then
 # EXTRA_ARGS last so that its flags win.

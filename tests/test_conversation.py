@@ -6,6 +6,7 @@ from PIL import Image
 
 from mcmdpo.data import load_examples
 from mcmdpo.data.collate import PaddingCollator
+from mcmdpo.data.templates import VICUNA_V1_SYSTEM
 from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation, plan_sequence, render_prompt
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.sft_dataset import SFTDataset
@@ -33,34 +34,36 @@ def test_labels_cover_the_answer_only(processor):
 
 
 def test_prompt_matches_template(processor):
-    assert render_prompt(processor, "Q") == "USER: <image>\nQ ASSISTANT:"
+    assert render_prompt(processor, "Q") == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ ASSISTANT:"
 
 
 def test_multi_turn_labels_every_answer(processor):
     features = encode_conversation(processor, IMAGE, [("First?", "One."), ("Second?", "Two.")])
     assert answer_text(processor, features) == " One.</s> Two.</s>"
     text = processor.tokenizer.decode([t for t in features["input_ids"] if t != processor.image_token_id])
-    assert text == "<s>USER: \nFirst? ASSISTANT: One.</s>USER: Second? ASSISTANT: Two.</s>"
+    assert text == f"<s>{VICUNA_V1_SYSTEM} USER: \nFirst? ASSISTANT: One.</s>USER: Second? ASSISTANT: Two.</s>"
 
 
 def test_plan_matches_encoding(processor):
     turns = [("Given an image.\nContext:\nsome post", "A red square on the left.")]
     features = encode_conversation(processor, IMAGE, turns)
-    plan = plan_sequence(processor, turns, (64, 64))
+    plan = plan_sequence(processor, turns, 16)
     assert plan.length == len(features["input_ids"])
     assert plan.first_answer == next(i for i, t in enumerate(features["labels"]) if t != IGNORE_INDEX)
 
 
 def test_truncation_drops_and_counts(processor, synthetic_dir):
     loaded = load_examples(synthetic_dir / "sft_train.json", "sft", synthetic_dir / "image", show_progress=False)
-    plans = [plan_sequence(processor, e.turns, size) for e, size in zip(loaded.examples, loaded.image_sizes)]
+    plans = [plan_sequence(processor, e.turns, 16) for e in loaded.examples]
     max_length = sorted(p.first_answer for p in plans)[len(plans) // 2]  # half the prompts reach it
-    kept, report = check_lengths(loaded, processor, max_length, show_progress=False)
+    report = check_lengths(loaded.examples, loaded.image_sizes, processor, max_length, show_progress=False)
+    kept = [loaded.examples[position] for position in report.kept]
     expected_dropped = [e.idx for e, p in zip(loaded.examples, plans) if p.first_answer >= max_length]
     assert report.dropped == expected_dropped and 0 < len(report.dropped) < len(plans)
-    assert len(kept) + len(report.dropped) == report.total == len(plans)
+    assert len(kept) + len(report.dropped) == report.records == len(plans)
     assert len(report.truncated) == sum(1 for p in plans if p.first_answer < max_length < p.length)
-    assert f"{len(report.dropped)} dropped" in report.summary(max_length)
+    assert f"{len(report.dropped)} dropped" in report.summary()
+    assert report.as_dict()["image_tokens"] == {"min": 16, "median": 16, "max": 16}
     # What is kept still trains on at least one answer token, cut to max_length.
     dataset = SFTDataset(kept, processor, synthetic_dir / "image", max_length)
     for item in dataset:
@@ -94,7 +97,8 @@ def test_encoding_equals_the_processors_own_expansion(tmp_path):
 
     turns = [("Given an image.\nContext:\nA post", "A red square.")]
     for architecture in ("llava", "llava_next"):
-        processor = load_processor(str(write_tiny_checkpoint(tmp_path / architecture, TinyModelSpec(architecture=architecture))))
+        path = write_tiny_checkpoint(tmp_path / architecture, TinyModelSpec(architecture=architecture))
+        processor = load_processor(str(path), image_aspect_ratio="anyres")
         for size in ((64, 64), (80, 30), (20, 90)):
             image = Image.new("RGB", size, (10, 200, 10))
             ours = encode_conversation(processor, image, turns)

@@ -13,6 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import encode_conversation
+from mcmdpo.data.templates import VICUNA_V1_SYSTEM
 from mcmdpo.model import component_of, load_model, load_processor, set_trainable_components
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 
@@ -40,8 +41,12 @@ def test_chat_template_is_vicuna_v1(processor):
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A."}]},
     ]
-    assert processor.apply_chat_template(messages, tokenize=False) == "USER: <image>\nQ? ASSISTANT: A.</s>"
-    assert processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True) == "USER: <image>\nQ? ASSISTANT:"
+    assert processor.apply_chat_template(messages, tokenize=False) == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT: A.</s>"
+    prompt = processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT:"
+    # A system message replaces the default system prompt, as in LLaVA's conversation templates.
+    system = [{"role": "system", "content": "Be brief."}, *messages[:1]]
+    assert processor.apply_chat_template(system, tokenize=False, add_generation_prompt=True) == "Be brief. USER: <image>\nQ? ASSISTANT:"
 
 
 def test_tokenizer_round_trips_arbitrary_text(processor):
@@ -50,10 +55,18 @@ def test_tokenizer_round_trips_arbitrary_text(processor):
     assert processor.tokenizer.decode(ids) == text
 
 
-@pytest.mark.parametrize("architecture, model_class", [("llava", "LlavaForConditionalGeneration"), ("llava_next", "LlavaNextForConditionalGeneration")])
-def test_save_and_reload_gives_identical_outputs(tmp_path, architecture, model_class):
+@pytest.mark.parametrize(
+    "architecture, protocol, model_class",
+    [
+        ("llava", "pad", "LlavaForConditionalGeneration"),
+        ("llava_next", "anyres", "LlavaNextForConditionalGeneration"),
+        # LLaVA-1.6 under the pad protocol is the LLaVA-1.5 architecture, and is saved as one.
+        ("llava_next", "pad", "LlavaForConditionalGeneration"),
+    ],
+)
+def test_save_and_reload_gives_identical_outputs(tmp_path, architecture, protocol, model_class):
     path = write_tiny_checkpoint(tmp_path / "ckpt", TinyModelSpec(architecture=architecture))
-    model, processor = load_model(str(path)), load_processor(str(path))
+    model, processor = load_model(str(path), image_aspect_ratio=protocol), load_processor(str(path), image_aspect_ratio=protocol)
     assert type(model).__name__ == model_class
     batch = _batch(processor)
     model.eval()
@@ -65,6 +78,8 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, architecture, model_c
     with torch.no_grad():
         after = reloaded(**_batch(AutoProcessor.from_pretrained(tmp_path / "again"))).logits
     torch.testing.assert_close(before, after, rtol=0, atol=0)
+    assert reloaded.config.image_aspect_ratio == protocol  # recorded, so inference uses what training used
+    assert load_processor(str(tmp_path / "again")).image_processor.image_aspect_ratio == protocol
 
 
 def test_component_of_names():

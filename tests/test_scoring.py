@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -67,33 +68,48 @@ def test_coco_scores_equal_pycocoevalcap_called_directly(predictions):
 
 
 def test_paper_protocol_matches_a_hand_checked_example(tmp_path):
+    """The original get_score.py's arithmetic, record by record and averaged, by hand."""
     path = tmp_path / "one.jsonl"
     records = [
         {"idx": 0, "chosen": "A red circle on the left.", "response": "Assistant: A red circle."},
         {"idx": 1, "chosen": "A blue square.", "response": "A blue square."},
+        {"idx": 2, "chosen": "A green dot.", "response": "."},
+        {"idx": 3, "chosen": "A cat.", "response": "assistant: A cat."},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = score_file(path, "paper")
-    rows = [json.loads(line) for line in (tmp_path / "one.scores.jsonl").read_text().splitlines()]
-    first, second = rows
+    first, second, dot, lower = [json.loads(line) for line in (tmp_path / "one.scores.jsonl").read_text().splitlines()]
     # "Assistant:" is stripped. Tokens: hyp [A, red, circle, .] (4), ref [A, red, circle, on, the, left, .] (7).
     assert first["response"] == "Assistant: A red circle."
     # BLEU-1: all 4 hypothesis unigrams are in the reference; brevity penalty exp(1 - 7/4).
-    assert first["bleu_1"] == pytest.approx(100 * 2.718281828459045 ** (1 - 7 / 4), abs=1e-6)
+    assert first["bleu_1"] == pytest.approx(100 * math.exp(1 - 7 / 4), abs=1e-6)
     # The only hypothesis 4-gram (A red circle .) is not in the reference: unsmoothed, 0 (nltk
     # returns the smallest float rather than an exact 0).
     assert first["bleu_4"] == pytest.approx(0, abs=1e-9) and first["cumulative_bleu_4"] == pytest.approx(0, abs=1e-9)
     # The rouge package: tokens "A red circle" vs "A red circle on the left" (split on '.'),
     # LCS 3: precision 1, recall 1/2, F 2/3.
     assert first["rouge_l"] == pytest.approx(100 * 2 / 3, abs=1e-4)
-    # Three insertions (on, the, left) turn the hypothesis tokens into the reference's.
-    assert first["edit_distance"] == 300
+    # Three insertions (on, the, left): the edit distance is a raw token count, not x 100.
+    assert first["edit_distance"] == 3
     # An exact match scores 100 on the n-gram metrics and 0 edits.
     assert second["bleu_1"] == pytest.approx(100) and second["bleu_4"] == pytest.approx(100) and second["rouge_l"] == pytest.approx(100, abs=1e-4)
     assert second["edit_distance"] == 0
-    assert summary["scores"]["bleu_1"] == pytest.approx((first["bleu_1"] + second["bleu_1"]) / 2)
+    # A response that is only "." has no sentence for the rouge package, which raises: the
+    # original counts the record with ROUGE 0. BLEU-1: "." is in the reference, brevity exp(1 - 4).
+    assert dot["rouge_l"] == 0 and dot["edit_distance"] == 3
+    assert dot["bleu_1"] == pytest.approx(100 * math.exp(1 - 4), abs=1e-6)
+    # The original strips "Assistant:" only, case-sensitively: "assistant:" stays, 2 more tokens.
+    assert lower["edit_distance"] == 2
+    # ROUGE-L of "assistant: A cat" vs "A cat": LCS 2 of 3 and 2 unique tokens, F = 0.8.
+    assert lower["rouge_l"] == pytest.approx(80, abs=1e-4)
+    # Averages as the original reports them: round(mean, 5) * 100; edit distance round(mean, 3).
+    scores = summary["scores"]
+    assert scores["edit_distance"] == round((3 + 0 + 3 + 2) / 4, 3) == 2.0
+    assert scores["rouge_l"] == round((2 / 3 + 1 + 0 + 0.8) / 4, 5) * 100
+    mean_bleu_1 = sum(r["bleu_1"] / 100 for r in (first, second, dot, lower)) / 4
+    assert scores["bleu_1"] == pytest.approx(round(mean_bleu_1, 5) * 100, abs=1e-9)
     assert summary["protocol"] == "paper"
-    if "meteor" in summary["scores"]:  # WordNet present (Debian's wordnet-base in CI)
+    if "meteor" in scores:  # WordNet present (Debian's wordnet-base in CI)
         assert 0 < first["meteor"] < second["meteor"] <= 100
 
 

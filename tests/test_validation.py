@@ -183,4 +183,4 @@ def test_training_with_a_missing_checkpoint_is_a_clear_error(tmp_path, synthetic
         capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "cannot load a processor from" in result.stderr and "no-such-model" in result.stderr
+    assert "cannot read the checkpoint" in result.stderr and "no-such-model" in result.stderr

@@ -46,7 +46,8 @@ class PaddingCollator:
             if key in features[0]:
                 pad = self.pad_token_id if pad is None else pad
                 batch[key] = pad_rows([f[key] for f in features], pad, left=self.padding_side == "left")
-        for key in features[0]:
-            if key not in PAD_VALUES:
-                batch[key] = stack_padded([torch.as_tensor(f[key]) for f in features])
+        # Image tensors of the rows that have an image (text-only rows have none).
+        image_keys = dict.fromkeys(key for f in features for key in f if key not in PAD_VALUES)
+        for key in image_keys:
+            batch[key] = stack_padded([torch.as_tensor(f[key]) for f in features if key in f])
         return batch

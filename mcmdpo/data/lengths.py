@@ -1,61 +1,100 @@
-"""Length checks before training: records whose whole answer truncation would cut are dropped,
-counted and reported, never trained on silently."""
+"""Length checks before training: every sequence a record trains on (for MCM-DPO also those with
+another record's context and with the negative image) is measured; a record any of whose
+sequences would keep no answer token is dropped, counted and reported, never trained on silently.
+
+The report (records kept, dropped and cut, image tokens per image) is printed and written to
+``OUTPUT_DIR/data_report.json`` so a user sees, before a long run, what the image protocol and
+``--max_length`` do to their data.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from mcmdpo.data.conversation import plan_sequence
-from mcmdpo.data.loading import LoadedData
+from mcmdpo.data.conversation import num_image_tokens, plan_sequence
 
 Turns = Sequence[tuple[str, str]]
+# A record's sequences to measure: (turns, image (height, width) or None for a text-only one).
+PlannedConversations = list[tuple[Turns, tuple[int, int] | None]]
 
 
 @dataclass
-class TruncationReport:
-    total: int
-    dropped: list[Any]  # idx of records whose whole answer would be cut: not trained on
-    truncated: list[Any]  # idx of records whose answer is cut short
+class LengthReport:
+    records: int
+    max_length: int
+    kept: list[int] = field(default_factory=list)  # positions of the records trained on
+    dropped: list[Any] = field(default_factory=list)  # idx of records a sequence of which would keep no answer token
+    truncated: list[Any] = field(default_factory=list)  # idx of records a sequence of which is cut short
+    image_tokens: list[int] = field(default_factory=list)  # per record image
 
-    def summary(self, max_length: int) -> str:
+    def as_dict(self) -> dict[str, Any]:
+        tokens = self.image_tokens
+        return {
+            "records": self.records,
+            "kept": len(self.kept),
+            "dropped": len(self.dropped),
+            "truncated": len(self.truncated),
+            "image_tokens": {"min": min(tokens), "median": statistics.median(tokens), "max": max(tokens)} if tokens else None,
+            "max_length": self.max_length,
+            "dropped_idx": self.dropped,
+            "truncated_idx": self.truncated,
+        }
+
+    def summary(self) -> str:
+        tokens = self.as_dict()["image_tokens"]
+        shown = f"; image tokens per image min {tokens['min']} / median {tokens['median']:g} / max {tokens['max']}" if tokens else ""
         return (
-            f"{self.total} records; max_length={max_length}: {len(self.dropped)} dropped because the prompt "
-            f"alone reaches max_length (no answer token would remain), {len(self.truncated)} with their answer cut short"
+            f"{self.records} records, max_length={self.max_length}: {len(self.kept)} kept, {len(self.dropped)} dropped "
+            f"(a sequence would keep no answer token), {len(self.truncated)} with an answer cut short{shown}"
         )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the report as JSON, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.as_dict(), indent=1, default=str) + "\n")
+        tmp.replace(path)
+        return path
 
 
 def check_lengths(
-    loaded: LoadedData,
+    examples: Sequence[Any],
+    image_sizes: Sequence[tuple[int, int] | None],
     processor: Any,
     max_length: int,
-    conversations_of: Callable[[Any], list[Turns]] | None = None,
+    conversations_at: Callable[[int], PlannedConversations] | None = None,
     show_progress: bool = True,
-) -> tuple[list[Any], TruncationReport]:
-    """Keep the examples all of whose conversations (``conversations_of``, default
-    :func:`sft_conversations`) keep an answer token within ``max_length``; report the others as
-    dropped and those cut short as truncated."""
-    conversations_of = conversations_of or sft_conversations
-    kept: list[Any] = []
-    report = TruncationReport(len(loaded.examples), [], [])
-    pairs = list(zip(loaded.examples, loaded.image_sizes))
-    for example, size in tqdm(pairs, desc="measuring sequence lengths", disable=not show_progress):
-        # Without a checked size, assume CLIP-L/336's; only resolution-dependent processors care.
-        plans = [plan_sequence(processor, turns, size or (336, 336)) for turns in conversations_of(example)]
+) -> LengthReport:
+    """Measure every sequence of every record (``conversations_at(position)``; default: an SFT
+    record's own conversation) and report which records to keep."""
+    conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
+    report = LengthReport(len(examples), max_length)
+    counts: dict[tuple[int, int], int] = {}
+
+    def tokens_of(size: tuple[int, int] | None) -> int | None:
+        if size is None:
+            return None
+        if size not in counts:
+            counts[size] = num_image_tokens(processor, size)
+        return counts[size]
+
+    for position in tqdm(range(len(examples)), desc="measuring sequence lengths", disable=not show_progress):
+        example = examples[position]
+        if image_sizes[position] is not None:
+            report.image_tokens.append(tokens_of(image_sizes[position]))
+        plans = [plan_sequence(processor, turns, tokens_of(size)) for turns, size in conversations_at(position)]
         if any(plan.first_answer >= max_length for plan in plans):
             report.dropped.append(example.idx)
             continue
         if any(plan.length > max_length for plan in plans):
             report.truncated.append(example.idx)
-        kept.append(example)
-    return kept, report
-
-
-def sft_conversations(example: Any) -> list[Turns]:
-    return [example.turns]
-
-
-def preference_conversations(example: Any) -> list[Turns]:
-    return [((example.question, example.chosen),), ((example.question, example.rejected),)]
+        report.kept.append(position)
+    return report

@@ -67,7 +67,9 @@ def find_problems(
     if check_images and examples:
         workers = num_workers or min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(lambda example: _check_image(example.image, image_folder), examples)
+            results = pool.map(
+                lambda example: _check_image(example.image, image_folder) if example.image is not None else (None, None), examples
+            )
             results = list(tqdm(results, total=len(examples), desc=f"checking images of {path.name}", disable=not show_progress))
         valid = []
         for example, (size, message) in zip(examples, results):

@@ -20,6 +20,11 @@ def record_seed(seed: int, index: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def negative_image_seed(seed: int, index: int, epoch: int | None) -> int:
+    """Seed of record ``index``'s random negative image: per epoch, or once for the run (None)."""
+    return record_seed(seed, index, "image" if epoch is None else f"image@epoch{epoch}")
+
+
 def other_index(seed: int, index: int, count: int, purpose: str) -> int:
     """Another record of the file than ``index``, chosen at random (seeded per record)."""
     if count < 2:
@@ -46,22 +51,33 @@ def diffuse_pixels(pixel_values: torch.Tensor, step: int, seed: int) -> torch.Te
     return keep * pixel_values + noise_scale * noise
 
 
-def black_image(image: Image.Image) -> Image.Image:
-    return Image.new("RGB", image.size, (0, 0, 0))
+def black_pixels(pixel_values: torch.Tensor) -> torch.Tensor:
+    """The original's "black" image: zeros of the *normalised* tensor, which is the processor's
+    mean colour (a mid grey), not black pixels."""
+    return torch.zeros_like(pixel_values)
 
 
 def rotated_image(image: Image.Image, seed: int) -> Image.Image:
-    """Rotated by 10-80 degrees, either way; the corners are filled black."""
-    rng = random.Random(seed)
-    angle = rng.uniform(10, 80) * rng.choice((-1, 1))
-    return image.rotate(angle, resample=Image.BILINEAR)
+    """As torchvision's ``RandomRotation(degrees=(10, 80))`` in the original: an angle drawn
+    uniformly in [10, 80], counter-clockwise, nearest neighbour, same size, corners filled black."""
+    angle = random.Random(seed).uniform(10, 80)
+    return image.rotate(angle, resample=Image.NEAREST, expand=False, fillcolor=(0, 0, 0))
+
+
+CROP_HEIGHT, CROP_WIDTH = 320, 240
+
+
+def crop_size(height: int, width: int) -> tuple[int, int]:
+    """(height, width) of the original's crop window: at most 320 tall and 240 wide (its
+    ``RandomCrop`` gets its height and width names swapped, which yields this window)."""
+    return min(height, CROP_HEIGHT), min(width, CROP_WIDTH)
 
 
 def cropped_image(image: Image.Image, seed: int) -> Image.Image:
-    """A random crop keeping 30-70% of each side, so much of the content is lost."""
+    """A window of :func:`crop_size` at a random position (torchvision's ``RandomCrop`` in the
+    original, never padded)."""
+    height, width = crop_size(image.height, image.width)
     rng = random.Random(seed)
-    width = max(1, round(image.width * rng.uniform(0.3, 0.7)))
-    height = max(1, round(image.height * rng.uniform(0.3, 0.7)))
-    left = rng.randint(0, image.width - width)
     top = rng.randint(0, image.height - height)
+    left = rng.randint(0, image.width - width)
     return image.crop((left, top, left + width, top + height))

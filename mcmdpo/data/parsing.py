@@ -170,11 +170,13 @@ def _parse_conversation(check: _RecordChecker) -> tuple[tuple[str, str], ...] | 
 
 
 def parse_sft(location: RecordLocation, record: Any, problems: list[Problem]) -> SFTExample | None:
-    """SFT takes LLaVA conversation records, and preference/test records with ``chosen`` as target."""
+    """SFT takes LLaVA conversation records (with or without an image: text-only ones are
+    accepted, as upstream accepts them), and preference/test records with ``chosen`` as target."""
     check = _check_record(location, record, problems)
     if check is None:
         return None
-    image = _parse_image(check)
+    text_only = "conversations" in record and not any(key in record for key in ("image", "image_path"))
+    image = None if text_only else _parse_image(check)
     if "conversations" in record:
         turns = _parse_conversation(check)
     else:

@@ -15,11 +15,12 @@ from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import process_image, tokenize_conversation
 from mcmdpo.data.negatives import (
     NEGATIVE_IMAGE_TYPES,
-    black_image,
+    black_pixels,
+    crop_size,
     cropped_image,
     diffuse_pixels,
+    negative_image_seed,
     other_index,
-    record_seed,
     rotated_image,
 )
 from mcmdpo.data.records import PreferenceExample
@@ -35,21 +36,35 @@ def triple_of(sequence: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class NegativeConfig:
-    """How negatives are made (design §1.2). ``seed`` seeds every record's choices."""
+    """How negatives are made (design §1.2). ``seed`` seeds every record's choices; with
+    ``fixed`` the random negative images (diffusion, rotate, crop) are drawn once for the run,
+    otherwise anew every epoch as the original draws them (seeded by seed, record and epoch)."""
 
     image_type: str = "diffusion"
     diffusion_step: int = 700
     seed: int = 0
+    fixed: bool = False
 
     def __post_init__(self) -> None:
         if self.image_type not in NEGATIVE_IMAGE_TYPES:
             raise ValueError(f"negative image type must be one of {NEGATIVE_IMAGE_TYPES}, got {self.image_type!r}")
 
+    @property
+    def redrawn_each_epoch(self) -> bool:
+        return not self.fixed and self.image_type in RANDOM_IMAGE_TYPES
+
+
+RANDOM_IMAGE_TYPES = ("diffusion", "rotate", "crop")
+
 
 class PreferenceDataset(Dataset):
-    """One item per record: its sequences (``sequences``: indices into SEQUENCE_NAMES), each a
-    dict of token lists and image tensors, plus the record's position and, when given, its
-    precomputed reference log-probs."""
+    """One item per trained record: its sequences (``sequences``: indices into SEQUENCE_NAMES),
+    each a dict of token lists and image tensors, plus the item's position and, when given, its
+    precomputed reference log-probs.
+
+    ``examples`` is the whole file: the negative context (and the ``random`` negative image) of a
+    record is another record of the file, as in the original, also when that one is not trained
+    on. ``keep`` lists the positions trained on (default: all), e.g. after length checks."""
 
     def __init__(
         self,
@@ -60,6 +75,7 @@ class PreferenceDataset(Dataset):
         negatives: NegativeConfig = NegativeConfig(),
         sequences: Sequence[int] = ALL_SEQUENCES,
         reference_logps: torch.Tensor | None = None,
+        keep: Sequence[int] | None = None,
     ):
         needs_other_record = any(triple_of(s)[0] for s in sequences) or (
             negatives.image_type == "random" and any(triple_of(s)[1] for s in sequences)
@@ -72,46 +88,93 @@ class PreferenceDataset(Dataset):
         self.max_length = max_length
         self.negatives = negatives
         self.sequences = tuple(sequences)
-        self.reference_logps = reference_logps
+        self.keep = list(range(len(examples))) if keep is None else list(keep)
+        self.reference_logps = reference_logps  # [epochs, records, sequences]: see reference_epoch
+        self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.keep)
+
+    @property
+    def uses_negative_image(self) -> bool:
+        return any(triple_of(s)[1] for s in self.sequences)
+
+    @property
+    def epochs_differ(self) -> bool:
+        """Whether the sequences (so the reference log-probs) change from one epoch to the next."""
+        return self.uses_negative_image and self.negatives.redrawn_each_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose negative images ``__getitem__`` draws (a callback sets it each epoch)."""
+        self.epoch = epoch
+
+    def reference_epoch(self, epoch: int) -> int:
+        """Row of ``reference_logps`` that holds ``epoch``'s reference log-probs."""
+        return epoch if self.epochs_differ else 0
 
     @property
     def lengths(self) -> list[int]:
         """Text length in characters (question and longer response): a cheap stand-in for token
         length when grouping batches."""
-        return [len(e.question) + max(len(e.chosen), len(e.rejected)) for e in self.examples]
+        return [len(e.question) + max(len(e.chosen), len(e.rejected)) for e in (self.examples[r] for r in self.keep)]
 
-    def negative_context_index(self, index: int) -> int:
-        return other_index(self.negatives.seed, index, len(self.examples), "context")
+    def negative_context_index(self, position: int) -> int:
+        """The record of the file whose question is record ``position``'s negative context."""
+        return other_index(self.negatives.seed, position, len(self.examples), "context")
 
-    def negative_image(self, index: int, image: Image.Image, image_features: dict[str, Any]) -> dict[str, Any]:
-        """Image tensors of m_l for record ``index``, whose own image and tensors are given."""
-        seed, kind = record_seed(self.negatives.seed, index, "image"), self.negatives.image_type
+    def _image_seed(self, position: int) -> int:
+        return negative_image_seed(self.negatives.seed, position, self.epoch if self.negatives.redrawn_each_epoch else None)
+
+    def negative_image(self, position: int, image: Image.Image, image_features: dict[str, Any]) -> dict[str, Any]:
+        """Image tensors of m_l for record ``position``, whose own image and tensors are given."""
+        seed, kind = self._image_seed(position), self.negatives.image_type
         if kind == "diffusion":
             noisy = diffuse_pixels(image_features["pixel_values"], self.negatives.diffusion_step, seed)
             return {**image_features, "pixel_values": noisy}
         if kind == "black":
-            negative = black_image(image)
-        elif kind == "rotate":
+            return {**image_features, "pixel_values": black_pixels(image_features["pixel_values"])}
+        if kind == "rotate":
             negative = rotated_image(image, seed)
         elif kind == "crop":
             negative = cropped_image(image, seed)
-        else:  # "random": another record's image
-            other = other_index(self.negatives.seed, index, len(self.examples), "image")
-            negative = self.examples[other].image.open(self.image_folder)
+        else:  # "random": the image of the record that supplies the negative context
+            negative = self.examples[self.negative_context_index(position)].image.open(self.image_folder)
         return process_image(self.processor, negative)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        example = self.examples[index]
-        image = example.image.open(self.image_folder)
-        images = [process_image(self.processor, image)]
-        if any(triple_of(s)[1] for s in self.sequences):
-            images.append(self.negative_image(index, image, images[0]))
+    def negative_image_size(self, position: int, sizes: Sequence[tuple[int, int] | None]) -> tuple[int, int] | None:
+        """(height, width) of m_l before processing: it decides the image token count under
+        resolution-dependent protocols (anyres), and does not depend on the random draw."""
+        size = sizes[position]
+        if self.negatives.image_type == "crop" and size is not None:
+            return crop_size(*size)
+        if self.negatives.image_type == "random":
+            return sizes[self.negative_context_index(position)]
+        return size
+
+    def planned_conversations(
+        self, position: int, sizes: Sequence[tuple[int, int] | None]
+    ) -> list[tuple[tuple[tuple[str, str], ...], tuple[int, int] | None]]:
+        """(turns, image size) of each sequence record ``position`` trains on, for length checks."""
+        example = self.examples[position]
         contexts = [example.question]
         if any(triple_of(s)[0] for s in self.sequences):
-            contexts.append(self.examples[self.negative_context_index(index)].question)
+            contexts.append(self.examples[self.negative_context_index(position)].question)
+        responses = (example.chosen, example.rejected)
+        image_sizes = [sizes[position], self.negative_image_size(position, sizes) if self.uses_negative_image else None]
+        return [
+            (((contexts[c], responses[r]),), image_sizes[m]) for c, m, r in (triple_of(s) for s in self.sequences)
+        ]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        position = self.keep[index]
+        example = self.examples[position]
+        image = example.image.open(self.image_folder)
+        images = [process_image(self.processor, image)]
+        if self.uses_negative_image:
+            images.append(self.negative_image(position, image, images[0]))
+        contexts = [example.question]
+        if any(triple_of(s)[0] for s in self.sequences):
+            contexts.append(self.examples[self.negative_context_index(position)].question)
         responses = (example.chosen, example.rejected)
         sequences = []
         for sequence in self.sequences:
@@ -122,7 +185,7 @@ class PreferenceDataset(Dataset):
             sequences.append({**tokens, **image_features})
         item: dict[str, Any] = {"sequences": sequences, "index": index}
         if self.reference_logps is not None:
-            item["reference_logps"] = self.reference_logps[index]
+            item["reference_logps"] = self.reference_logps[self.reference_epoch(self.epoch)][index]
         return item
 
 

@@ -101,10 +101,10 @@ class PreferenceExample:
 @dataclass(frozen=True)
 class SFTExample:
     """A conversation about one image: ``turns`` are (user, assistant) pairs; the image belongs to
-    the first user turn."""
+    the first user turn. ``image`` is None for a text-only conversation."""
 
     idx: Any
-    image: ImageRef
+    image: ImageRef | None
     turns: tuple[tuple[str, str], ...]
     location: RecordLocation
 

@@ -7,12 +7,18 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from mcmdpo.data.conversation import encode_conversation
+from PIL import Image
+
+from mcmdpo.data.conversation import encode_conversation, process_image
 from mcmdpo.data.records import SFTExample
 
 
+BLANK_COLOUR = (122, 116, 104)  # CLIP's mean colour, as LLaVA pads with it
+
+
 class SFTDataset(Dataset):
-    """Encodes one example per item: the image is decoded and processed on access."""
+    """Encodes one example per item: the image (if the record has one: text-only records are
+    accepted, as upstream accepts them) is decoded and processed on access."""
 
     def __init__(self, examples: list[SFTExample], processor: Any, image_folder: str | Path | None, max_length: int):
         self.examples = examples
@@ -30,5 +36,11 @@ class SFTDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.examples[index]
-        image = example.image.open(self.image_folder)
+        image = example.image.open(self.image_folder) if example.image is not None else None
         return encode_conversation(self.processor, image, example.turns, self.max_length)
+
+    def blank_image_features(self) -> dict[str, Any]:
+        """Image tensors of one blank (mean-colour) image, for batches of text-only records."""
+        features = process_image(self.processor, Image.new("RGB", (336, 336), BLANK_COLOUR))
+        features.pop("num_image_tokens")
+        return features

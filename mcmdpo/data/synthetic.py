@@ -23,6 +23,8 @@ from typing import Iterator
 
 from PIL import Image, ImageDraw
 
+from mcmdpo.data.templates import VICUNA_V1_SYSTEM
+
 INSTRUCTION = "Given an image and context, generate alt-text for the image.\nContext:\n"
 COLORS = {
     "red": (220, 40, 40),
@@ -143,7 +145,7 @@ def generate_records(split: str, count: int, seed: int) -> Iterator[SyntheticRec
 
 def tokenizer_corpus() -> list[str]:
     """Text a tiny tokenizer is trained on: the synthetic vocabulary and the prompt template."""
-    texts = [INSTRUCTION, "USER: ASSISTANT:", *FILLERS, *GENERIC_ALT_TEXTS]
+    texts = [VICUNA_V1_SYSTEM, INSTRUCTION, "USER: ASSISTANT:", *FILLERS, *GENERIC_ALT_TEXTS]
     for record in generate_records("corpus", 400, seed=0):
         # As rendered by the chat template, so the merges around the answer are learnt too.
         texts += [f"USER: {record.question} ASSISTANT: {record.chosen}", record.rejected]

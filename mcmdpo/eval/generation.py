@@ -8,7 +8,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from mcmdpo.data.conversation import render_prompt
+from mcmdpo.data.collate import pad_rows, stack_padded
+from mcmdpo.data.conversation import encode_prompt, process_image
 from mcmdpo.data.records import TestExample
 
 
@@ -40,15 +41,21 @@ class GenerationSettings:
 def generate_batch(
     model: Any, processor: Any, questions: Sequence[str], images: Sequence[Any], settings: GenerationSettings
 ) -> list[str]:
-    """Responses for one batch: prompts padded on the left, so every row ends where its answer
-    starts and the new tokens line up."""
-    prompts = [render_prompt(processor, question) for question in questions]
-    processor.tokenizer.padding_side = "left"
-    inputs = processor(text=prompts, images=list(images), padding=True, return_tensors="pt")
+    """Responses for one batch. Prompts are tokenised exactly as training tokenises them
+    (:func:`~mcmdpo.data.conversation.encode_prompt`) and padded on the left, so every row ends
+    where its answer starts and the new tokens line up."""
+    rows, image_features = [], []
+    for question, image in zip(questions, images):
+        features = process_image(processor, image)
+        rows.append(encode_prompt(processor, question, features.pop("num_image_tokens")))
+        image_features.append(features)
+    pad_id = processor.tokenizer.pad_token_id
+    inputs = {"input_ids": pad_rows(rows, pad_id, left=True), "attention_mask": pad_rows([[1] * len(r) for r in rows], 0, left=True)}
+    for key in image_features[0]:
+        inputs[key] = stack_padded([torch.as_tensor(features[key]) for features in image_features])
     device = next(model.parameters()).device
     inputs = {key: value.to(device) for key, value in inputs.items()}
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     output = model.generate(**inputs, **settings.generate_kwargs(processor))
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from mcmdpo.data.loading import find_problems
 from mcmdpo.data.records import DataValidationError
 from mcmdpo.eval.generation import GenerationSettings, generate_responses
-from mcmdpo.model.loading import DTYPES, CheckpointError, load_model, load_processor
+from mcmdpo.data.templates import CONVERSATION_TEMPLATES
+from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS, CheckpointError, load_model, load_processor
 
 
 class OutputError(RuntimeError):
@@ -97,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="seeds sampling")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on a GPU, float32 on a CPU")
+    parser.add_argument("--image_aspect_ratio", choices=IMAGE_ASPECT_RATIOS, default="auto",
+                        help="image protocol; default: what the checkpoint records (training's), else pad for LLaVA")
+    parser.add_argument("--conversation_template", choices=CONVERSATION_TEMPLATES, default="auto",
+                        help="prompt template; default: vicuna_v1 for LLaVA (training's), else the checkpoint's")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --eval_output")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --eval_output")
     parser.add_argument("--skip_bad_records", action="store_true", help="skip (and count) bad records instead of stopping")
@@ -120,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
-    processor = load_processor(args.model_name, padding_side="left")
-    model = load_model(args.model_name, dtype).to(device).eval()
+    processor = load_processor(args.model_name, "left", args.image_aspect_ratio, args.conversation_template)
+    model = load_model(args.model_name, dtype, image_aspect_ratio=args.image_aspect_ratio).to(device).eval()
     settings = GenerationSettings(args.temperature, args.num_beams, args.max_new_tokens, args.top_p)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(pending), desc="generating alt-text", disable=args.quiet) as progress:

@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 NLTK_DATA = Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "nltk_data"
-ASSISTANT_PREFIX = re.compile(r"^\s*assistant:\s*", re.IGNORECASE)
+# The original: re.sub(r'^Assistant:', '', response).strip() (case-sensitive, before stripping).
+ASSISTANT_PREFIX = re.compile(r"^Assistant:")
 # WordNet 3.0's lexicographer files, in their numbered order (Debian's package leaves this list out).
 LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
@@ -44,7 +45,7 @@ SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
 
 def strip_assistant(response: str) -> str:
-    return ASSISTANT_PREFIX.sub("", response, count=1).strip()
+    return ASSISTANT_PREFIX.sub("", response).strip()
 
 
 @lru_cache(maxsize=1)
@@ -117,11 +118,31 @@ def _cider_d(hypotheses: dict[Any, str], references: dict[Any, list[str]]) -> tu
     return float(score), [float(s) for s in scores]
 
 
+def _rouge_l(rouge: Any, hypothesis: str, references: list[str]) -> float:
+    """The rouge package's ROUGE-L F against the best reference. It raises on a text that holds no
+    sentence once split at full stops (a response that is only "."); the original then counts the
+    record with no ROUGE, i.e. 0, and so do we."""
+    if not hypothesis:
+        return 0.0
+    scores = []
+    for reference in references:
+        try:
+            scores.append(rouge.get_scores(hypothesis, reference)[0]["rouge-l"]["f"])
+        except ValueError:
+            scores.append(0.0)
+    return max(scores)
+
+
+def _original_rounding(name: str, mean: float) -> float:
+    """As the original reports them: round(mean, 5) * 100, and the edit distance round(mean, 3)."""
+    return round(mean, 3) if name == "edit_distance" else round(mean, 5) * 100
+
+
 def paper_scores(
     hypotheses: dict[Any, str], references: dict[Any, list[str]]
 ) -> tuple[dict[str, float], dict[Any, dict[str, float]], list[str]]:
-    """Averages over records (x 100), per-record scores and notes on what differs from the
-    original script."""
+    """Averages over records with the original's rounding (x 100; the edit distance as a raw
+    token count), per-record scores and notes on what differs from the original script."""
     from nltk import edit_distance
     from nltk.translate.bleu_score import sentence_bleu
     from nltk.translate.meteor_score import meteor_score
@@ -134,6 +155,7 @@ def paper_scores(
     cleaned = {key: strip_assistant(text) for key, text in hypotheses.items()}
     _, cider = _cider_d(cleaned, references)
     per_record: dict[Any, dict[str, float]] = {}
+    raw: dict[Any, dict[str, float]] = {}
     for position, key in enumerate(references):
         hypothesis, refs = cleaned[key], references[key]
         hyp_tokens, ref_tokens = tokenize(hypothesis), [tokenize(ref) for ref in refs]
@@ -146,11 +168,12 @@ def paper_scores(
             }
         if wordnet_reader is not None:
             scores["meteor"] = meteor_score(ref_tokens, hyp_tokens, wordnet=wordnet_reader)
-        # The rouge package refuses an empty hypothesis; it scores zero.
-        scores["rouge_l"] = max(rouge.get_scores(hypothesis, ref)[0]["rouge-l"]["f"] for ref in refs) if hypothesis.strip() else 0.0
+        scores["rouge_l"] = _rouge_l(rouge, hypothesis, refs)
         scores["cider_d"] = cider[position]
         scores["edit_distance"] = min(edit_distance(hyp_tokens, tokens) for tokens in ref_tokens)
-        per_record[key] = {name: 100 * float(value) for name, value in scores.items()}
-    names = list(next(iter(per_record.values())))
-    corpus = {name: sum(scores[name] for scores in per_record.values()) / len(per_record) for name in names}
+        raw[key] = {name: float(value) for name, value in scores.items()}
+        # Shares x 100; the edit distance is a token count, which the original reports as it is.
+        per_record[key] = {name: value if name == "edit_distance" else 100 * value for name, value in raw[key].items()}
+    names = list(next(iter(raw.values())))
+    corpus = {name: _original_rounding(name, sum(scores[name] for scores in raw.values()) / len(raw)) for name in names}
     return corpus, per_record, notes

@@ -21,11 +21,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mcmdpo.data.lengths import check_lengths, preference_conversations
+from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
 from mcmdpo.data.records import DataValidationError
-from mcmdpo.model.loading import CheckpointError, load_model, load_processor
+from mcmdpo.data.templates import CONVERSATION_TEMPLATES
+from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_model, load_processor
 from mcmdpo.train.losses import TERM_COLUMNS, TERM_NAMES
 from mcmdpo.train.preference_trainer import batch_sequence_logps
 
@@ -63,12 +64,18 @@ def evaluate_preferences(
     max_length: int = 2048,
     batch_size: int = 8,
     show_progress: bool = True,
+    image_aspect_ratio: str = "auto",
+    conversation_template: str = "auto",
 ) -> dict[str, float]:
     loaded = load_examples(data_path, "preference", image_folder, show_progress=show_progress)
-    processor = load_processor(str(model_path))
-    examples, _ = check_lengths(loaded, processor, max_length, preference_conversations, show_progress=False)
-    dataset = PreferenceDataset(examples, processor, image_folder, max_length, negatives)
-    model = load_model(str(model_path))
+    processor = load_processor(str(model_path), image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template)
+    dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, negatives)
+    report = check_lengths(
+        loaded.examples, loaded.image_sizes, processor, max_length,
+        lambda position: dataset.planned_conversations(position, loaded.image_sizes), show_progress=False,
+    )
+    dataset.keep = report.kept
+    model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
     if torch.cuda.is_available():
         model = model.cuda()
     return summarize(sequence_logps_of(model, dataset, batch_size, show_progress))
@@ -84,11 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--negative_seed", type=int, default=0)
     parser.add_argument("--max_length", type=int, default=2048)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--image_aspect_ratio", choices=IMAGE_ASPECT_RATIOS, default="auto", help="image protocol (default: what the checkpoint records)")
+    parser.add_argument("--conversation_template", choices=CONVERSATION_TEMPLATES, default="auto")
     parser.add_argument("--output", default=None, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
     try:
         negatives = NegativeConfig(args.negative_image, args.diffusion_step, args.negative_seed)
-        metrics = evaluate_preferences(args.model_name, args.data_path, args.image_folder, negatives, args.max_length, args.batch_size)
+        metrics = evaluate_preferences(
+            args.model_name, args.data_path, args.image_folder, negatives, args.max_length, args.batch_size,
+            image_aspect_ratio=args.image_aspect_ratio, conversation_template=args.conversation_template,
+        )
     except (DataValidationError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

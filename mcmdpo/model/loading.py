@@ -1,46 +1,197 @@
-"""Loading any LLaVA-family checkpoint in Hugging Face format through the Auto classes."""
+"""Loading any LLaVA-family checkpoint in Hugging Face format through the Auto classes, under the
+image protocol the run asks for.
+
+Image protocols (``--image_aspect_ratio``, upstream's name):
+- ``pad`` (LLaVA's, and the original MCM-DPO recipe's, also for LLaVA-1.6): pad the image to a
+  square with the processor's mean colour, resize to one 336 tile, 576 image tokens. The original
+  runs a LLaVA-1.6 checkpoint this way as the LLaVA-1.5 architecture (vision tower -> projector ->
+  576 tokens, no ``image_newline``), so a LLaVA-NeXT checkpoint is loaded here as
+  ``LlavaForConditionalGeneration`` and saved as one: the saved checkpoint then runs the same
+  protocol under plain transformers too. Its ``image_newline`` is not used by this protocol and
+  is not kept.
+- ``anyres``: the checkpoint's own processor and architecture (LLaVA-1.6's tiles, LLaVA-1.5's
+  centre crop as llava-hf ships it).
+- ``auto``: what the checkpoint records (our checkpoints write ``image_aspect_ratio`` into
+  config.json, as the original does, and into the processor's image-processor config), else
+  ``pad`` for LLaVA checkpoints and ``anyres`` for every other family.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaImageProcessorPil,
+    LlavaProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from mcmdpo.data.templates import apply_template
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read: a missing folder, a hub name offline, damaged files."""
 
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+IMAGE_ASPECT_RATIOS = ("auto", "pad", "anyres")
+LLAVA_MODEL_TYPES = ("llava", "llava_next")
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
-def load_processor(model_name_or_path: str, padding_side: str = "right") -> Any:
-    """The checkpoint's processor (tokenizer + image processor + chat template)."""
+def base_of(model_name_or_path: str) -> str:
+    """The full checkpoint a LoRA adapter folder sits on, or the path itself."""
+    adapter = Path(model_name_or_path) / "adapter_config.json"
+    if adapter.is_file():
+        return json.loads(adapter.read_text())["base_model_name_or_path"]
+    return model_name_or_path
+
+
+def _read_config(model_name_or_path: str) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(base_of(model_name_or_path))
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"cannot read the checkpoint {model_name_or_path} (its config.json): {error}") from error
+
+
+def _recorded_in_processor(model_name_or_path: str) -> str | None:
+    for name in PROCESSOR_FILES:
+        path = Path(model_name_or_path) / name
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            saved = saved.get("image_processor", saved)
+            if saved.get("image_aspect_ratio") in ("pad", "anyres"):
+                return saved["image_aspect_ratio"]
+    return None
+
+
+def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto") -> str:
+    """``pad`` or ``anyres`` for a checkpoint (see the module docstring)."""
+    if requested not in IMAGE_ASPECT_RATIOS:
+        raise ValueError(f"--image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {requested!r}")
+    config = _read_config(model_name_or_path)
+    is_llava = config.model_type in LLAVA_MODEL_TYPES
+    if requested == "pad" and not is_llava:
+        raise ValueError(f"--image_aspect_ratio pad is LLaVA's protocol; {config.model_type} checkpoints use anyres (their own processor)")
+    if requested != "auto":
+        return requested
+    recorded = _recorded_in_processor(model_name_or_path) or getattr(config, "image_aspect_ratio", None)
+    if recorded in ("pad", "anyres"):
+        return recorded
+    return "pad" if is_llava else "anyres"
+
+
+def pad_processor(processor: Any) -> LlavaProcessor:
+    """LLaVA's pad protocol on a LLaVA-1.5 or LLaVA-1.6 processor: pad to a square with the mean
+    colour (as the original's ``expand2square``), resize the short side to the crop size and take
+    one tile, CLIP's normalisation; the text side expands ``<image>`` to one tile's tokens."""
+    source = processor.image_processor
+    crop = dict(getattr(source, "crop_size", None) or {})
+    side = crop.get("height") or source.size.get("shortest_edge") or source.size["height"]
+    image_processor = LlavaImageProcessorPil(
+        do_pad=True,
+        do_resize=True,
+        size={"shortest_edge": side},
+        do_center_crop=True,
+        crop_size={"height": side, "width": side},
+        resample=source.resample,
+        do_rescale=True,
+        rescale_factor=source.rescale_factor,
+        do_normalize=True,
+        image_mean=list(source.image_mean),
+        image_std=list(source.image_std),
+        do_convert_rgb=True,
+    )
+    image_processor.image_aspect_ratio = "pad"
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=processor.tokenizer,
+        patch_size=processor.patch_size,
+        vision_feature_select_strategy=processor.vision_feature_select_strategy,
+        num_additional_image_tokens=processor.num_additional_image_tokens,
+        chat_template=processor.chat_template,
+    )
+
+
+def load_processor(
+    model_name_or_path: str,
+    padding_side: str = "right",
+    image_aspect_ratio: str = "auto",
+    conversation_template: str = "auto",
+) -> Any:
+    """The checkpoint's processor (tokenizer, image processor, chat template) under the requested
+    image protocol and conversation template (:mod:`mcmdpo.data.templates`)."""
+    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio)
     try:
         processor = AutoProcessor.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load a processor from {model_name_or_path}: {error}") from error
+    if protocol == "pad":
+        processor = pad_processor(processor)
+    else:
+        processor.image_processor.image_aspect_ratio = protocol
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None:
         # Vicuna-based checkpoints may ship without a pad token; padding is masked anyway.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     tokenizer.padding_side = padding_side
-    if getattr(processor, "chat_template", None) is None:
-        from mcmdpo.model.chat_template import VICUNA_V1_CHAT_TEMPLATE
-
-        processor.chat_template = VICUNA_V1_CHAT_TEMPLATE
-    return processor
+    return apply_template(processor, conversation_template)
 
 
-def load_model(model_name_or_path: str, dtype: str = "float32", attn_implementation: str | None = None) -> PreTrainedModel:
-    """A LLaVA (1.5), LLaVA-NeXT (1.6) or other image-text-to-text checkpoint, with all its
-    weights, a trained vision tower included."""
+def llava_config_from_next(config: PretrainedConfig) -> LlavaConfig:
+    """The LLaVA-1.5 architecture a LLaVA-NeXT checkpoint is under the pad protocol: the same
+    vision tower, projector and language model, one tile, no image_newline."""
+    return LlavaConfig(
+        vision_config=config.vision_config,
+        text_config=config.text_config,
+        image_token_id=config.image_token_id,
+        projector_hidden_act=config.projector_hidden_act,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_feature_layer=config.vision_feature_layer,
+        multimodal_projector_bias=getattr(config, "multimodal_projector_bias", True),
+        tie_word_embeddings=getattr(config, "tie_word_embeddings", False),
+    )
+
+
+def load_model(
+    model_name_or_path: str,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    image_aspect_ratio: str = "auto",
+    quantization_config: Any = None,
+) -> PreTrainedModel:
+    """A LLaVA (1.5), LLaVA-NeXT (1.6) or other image-text-to-text checkpoint with all its weights
+    (a trained vision tower included), or a LoRA adapter folder on its base, under the requested
+    image protocol. The protocol is written into the config, so a saved checkpoint records it."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio)
+    base = base_of(model_name_or_path)
+    config = _read_config(model_name_or_path)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     try:
-        return AutoModelForImageTextToText.from_pretrained(model_name_or_path, **kwargs)
+        if protocol == "pad" and config.model_type == "llava_next":
+            model = LlavaForConditionalGeneration.from_pretrained(base, config=llava_config_from_next(config), **kwargs)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot load a model from {model_name_or_path}: {error}") from error
+        raise CheckpointError(f"cannot load a model from {base}: {error}") from error
+    model.config.image_aspect_ratio = protocol
+    if base != model_name_or_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, model_name_or_path)
+    return model

@@ -1,15 +1,20 @@
 """Write a tiny, randomly initialised LLaVA checkpoint that loads through the Auto classes.
 
-    python -m mcmdpo.model.tiny --output_dir DIR
+    python -m mcmdpo.model.tiny --output_dir DIR [--architecture llava|llava_next]
+    python -m mcmdpo.model.tiny --like llava-v1.6-vicuna-7b --output_dir DIR
 
-The folder holds config, weights, a byte-level BPE tokenizer trained offline on the synthetic
-alt-text vocabulary, a pad-to-square image processor and the Vicuna v1 chat template. Tests and the
-demo use it, so nothing is ever downloaded.
+The plain kind holds a byte-level BPE tokenizer trained offline on the synthetic alt-text
+vocabulary, a small pad-to-square image processor and the Vicuna v1 chat template: fast, for the
+demo and most tests. ``--like`` copies everything but the weights from a published checkpoint
+(:mod:`mcmdpo.model.published`: the real LLaMA-2 tokenizer, CLIP-L/336 at patch 14, the chat
+template), so tests see real vocabularies, image token counts and templates. Nothing is downloaded
+from a model hub.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,15 +33,14 @@ from transformers import (
     LlavaProcessor,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    AutoTokenizer,
 )
 
 from mcmdpo.data.synthetic import tokenizer_corpus
-from mcmdpo.model.chat_template import VICUNA_V1_CHAT_TEMPLATE
+from mcmdpo.data.templates import VICUNA_V1_CHAT_TEMPLATE
+from mcmdpo.model.published import CLIP_MEAN, CLIP_STD, PADDED_VOCAB_SIZE, PUBLISHED, PublishedCheckpoint, write_tokenizer_files
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-# CLIP's normalisation constants, as LLaVA's CLIP-L/336 processor uses.
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 ARCHITECTURES = ("llava", "llava_next")
@@ -58,6 +62,22 @@ class TinyModelSpec:
     patch_size: int = 8
     max_position_embeddings: int = 2048
     seed: int = 0
+    like: str = ""  # a key of PUBLISHED: its tokenizer, processor and chat template, tiny weights
+
+    def __post_init__(self) -> None:
+        if self.like:
+            if self.like not in PUBLISHED:
+                raise ValueError(f"--like must be one of {sorted(PUBLISHED)}, got {self.like!r}")
+            published = PUBLISHED[self.like]
+            self.architecture = published.architecture
+            self.image_size, self.patch_size = published.image_size, published.patch_size
+            self.max_position_embeddings = max(self.max_position_embeddings, 4096)
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}")
+
+    @property
+    def published(self) -> PublishedCheckpoint | None:
+        return PUBLISHED[self.like] if self.like else None
 
 
 def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -91,14 +111,23 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 def _grid_pinpoints(spec: TinyModelSpec) -> list[list[int]]:
     """LLaVA-1.6's tile layouts (1x2, 2x1, 2x2, 3x1, 1x3), scaled to the tiny image size."""
+    if spec.published is not None:
+        return [list(pair) for pair in spec.published.grid_pinpoints]
     side = spec.image_size
     return [[side, 2 * side], [2 * side, side], [2 * side, 2 * side], [3 * side, side], [side, 3 * side]]
 
 
+def published_tokenizer(published: PublishedCheckpoint) -> PreTrainedTokenizerFast:
+    """The published checkpoint's tokenizer, loaded from its files as transformers loads them."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_tokenizer_files(folder, published)
+        return AutoTokenizer.from_pretrained(folder)
+
+
 def build_processor(spec: TinyModelSpec) -> LlavaProcessor | LlavaNextProcessor:
-    if spec.architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {spec.architecture!r}; expected one of {ARCHITECTURES}")
-    tokenizer = build_tokenizer(spec.vocab_size)
+    published = spec.published
+    tokenizer = published_tokenizer(published) if published else build_tokenizer(spec.vocab_size)
+    chat_template = published.chat_template if published else VICUNA_V1_CHAT_TEMPLATE
     sizes = {
         "size": {"shortest_edge": spec.image_size},
         "crop_size": {"height": spec.image_size, "width": spec.image_size},
@@ -112,17 +141,18 @@ def build_processor(spec: TinyModelSpec) -> LlavaProcessor | LlavaNextProcessor:
             patch_size=spec.patch_size,
             vision_feature_select_strategy="default",
             num_additional_image_tokens=1,
-            chat_template=VICUNA_V1_CHAT_TEMPLATE,
+            chat_template=chat_template,
         )
-    # LLaVA's "pad" aspect ratio: pad to square with the mean colour.
-    image_processor = LlavaImageProcessorPil(do_pad=True, **sizes)
+    # The plain tiny model pads to a square with the mean colour (LLaVA's "pad"); llava-hf's
+    # LLaVA-1.5 processor resizes and centre-crops (CLIP's own preprocessing).
+    image_processor = LlavaImageProcessorPil(do_pad=published is None, **sizes)
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=spec.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
-        chat_template=VICUNA_V1_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 
@@ -137,7 +167,7 @@ def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> PreT
         projection_dim=spec.vision_hidden_size,
     )
     text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=PADDED_VOCAB_SIZE if spec.published else len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers,
@@ -177,6 +207,9 @@ def write_tiny_checkpoint(output_dir: str | Path, spec: TinyModelSpec | None = N
     model = build_model(spec, processor.tokenizer)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    if spec.published is not None:
+        # save_pretrained writes transformers' own layout; keep the files as the checkpoint ships them.
+        write_tokenizer_files(output_dir, spec.published)
     return output_dir
 
 
@@ -184,8 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mcmdpo.model.tiny", description="Write a tiny random LLaVA checkpoint.")
     parser.add_argument("--output_dir", required=True)
     for name, default in asdict(TinyModelSpec()).items():
-        choices = ARCHITECTURES if name == "architecture" else None
-        parser.add_argument(f"--{name}", type=type(default), default=default, choices=choices)
+        choices = {"architecture": ARCHITECTURES, "like": ["", *PUBLISHED]}.get(name)
+        help_text = "copy tokenizer, processor and chat template from this published checkpoint" if name == "like" else None
+        parser.add_argument(f"--{name}", type=type(default), default=default, choices=choices, help=help_text)
     args = vars(parser.parse_args(argv))
     output_dir = args.pop("output_dir")
     path = write_tiny_checkpoint(output_dir, TinyModelSpec(**args))

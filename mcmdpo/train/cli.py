@@ -20,7 +20,7 @@ import torch
 from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, set_seed
 
 from mcmdpo.data.collate import PaddingCollator
-from mcmdpo.data.lengths import check_lengths, preference_conversations, sft_conversations
+from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import (
     ALL_SEQUENCES,
@@ -35,8 +35,9 @@ from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_
 from mcmdpo.model.loading import CheckpointError, load_model, load_processor
 from mcmdpo.model.lora import apply_lora
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
+from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
-from mcmdpo.train.preference_trainer import PreferenceTrainer, prepare_reference_model
+from mcmdpo.train.preference_trainer import NegativesEpochCallback, PreferenceTrainer, prepare_reference_model
 from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
 from mcmdpo.train.sampling import LengthGroupingMixin
 from mcmdpo.train.shared_prefix import SharedPrefixCollator
@@ -44,8 +45,26 @@ from mcmdpo.train.shared_prefix import SharedPrefixCollator
 logger = logging.getLogger("mcmdpo.train")
 
 
-class SFTTrainer(LengthGroupingMixin, Trainer):
-    """The plain Trainer, with cheap length grouping."""
+class SFTTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
+    """The plain Trainer, with cheap length grouping and per-component learning rates.
+
+    A batch of text-only records still runs the vision tower, on one blank image whose features
+    add nothing to the loss (as the original feeds text-only records a blank image): every process
+    then runs the same modules in the same order, which ZeRO-3's collective weight gathering needs,
+    and the tower's parameters get their (zero) gradient."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "pixel_values" in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        blank = self.train_dataset.blank_image_features()
+        blank = {key: value[None].to(self.args.device) for key, value in blank.items()}
+        blank["pixel_values"] = blank["pixel_values"].to(next(model.parameters()).dtype)
+        unwrapped = self.accelerator.unwrap_model(model)
+        unwrapped = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        features = unwrapped.get_image_features(**blank, return_dict=True).pooler_output
+        zero = sum(f.sum() for f in features) * 0.0
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return (result[0] + zero, result[1]) if return_outputs else result + zero
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, AltTextTrainingArguments]:
@@ -58,29 +77,55 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def load_training_examples(data_args: DataArguments, training_args: AltTextTrainingArguments, model_path: str) -> tuple[list[Any], Any]:
-    """Validate the data before anything else is loaded; then, with the checkpoint's processor,
-    keep the examples that keep an answer within max_length and report the rest."""
+def load_training_data(data_args: DataArguments, training_args: AltTextTrainingArguments, model_args: ModelArguments) -> tuple[Any, Any]:
+    """Validate the data before anything else is loaded; then, with the checkpoint's processor
+    under the run's image protocol, measure every sequence each record trains on and keep the
+    records that keep an answer within max_length. The report is logged and written to
+    OUTPUT_DIR/data_report.json. Returns (dataset, processor)."""
     main_process = training_args.process_index == 0
     kind = "sft" if training_args.stage == "sft" else "preference"
     loaded = load_examples(data_args.data_path, kind, data_args.image_folder, show_progress=main_process)
-    processor = load_processor(model_path)
-    conversations = sft_conversations if kind == "sft" else preference_conversations
-    examples, report = check_lengths(loaded, processor, training_args.max_length, conversations, show_progress=main_process)
+    processor = load_processor(
+        model_args.model_name_or_path, image_aspect_ratio=model_args.image_aspect_ratio,
+        conversation_template=model_args.conversation_template,
+    )
+    if kind == "sft":
+        report = check_lengths(loaded.examples, loaded.image_sizes, processor, training_args.max_length, show_progress=main_process)
+        dataset: Any = SFTDataset([loaded.examples[p] for p in report.kept], processor, data_args.image_folder, training_args.max_length)
+    else:
+        negatives = NegativeConfig(
+            training_args.negative_image, training_args.diffusion_step, training_args.negative_seed, training_args.fixed_negatives
+        )
+        sequences = DPO_SEQUENCES if training_args.stage == "dpo" else ALL_SEQUENCES
+        dataset = PreferenceDataset(loaded.examples, processor, data_args.image_folder, training_args.max_length, negatives, sequences)
+        report = check_lengths(
+            loaded.examples, loaded.image_sizes, processor, training_args.max_length,
+            lambda position: dataset.planned_conversations(position, loaded.image_sizes), show_progress=main_process,
+        )
+        dataset.keep = report.kept
     if main_process:
-        logger.info("%s: %s", data_args.data_path, report.summary(training_args.max_length))
+        logger.info("%s: %s", data_args.data_path, report.summary())
         if report.dropped:
             logger.warning("dropped records (idx): %s", report.dropped[:20])
-    if not examples:
+        path = report.write(Path(training_args.output_dir) / "data_report.json")
+        print(f"data report ({processor.image_processor.image_aspect_ratio} images): {report.summary()} -> {path}", flush=True)
+    if not report.kept:
         raise DataValidationError(
             [Problem(data_args.data_path, f"no record fits in --max_length {training_args.max_length} with its answer")]
         )
-    return examples, processor
+    return dataset, processor
 
 
 def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
-    model = load_model(model_args.model_name_or_path, model_args.model_dtype, model_args.attn_implementation)
+    model = load_model(
+        model_args.model_name_or_path, model_args.model_dtype, model_args.attn_implementation,
+        model_args.image_aspect_ratio, quantization_config(model_args, training_args),
+    )
     model.config.use_cache = False
+    if model_args.bits != 16:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.activation_checkpointing)
     if model_args.use_lora:
         set_trainable_components(model, False, False, False)
         model = apply_lora(
@@ -98,6 +143,25 @@ def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArgum
     return model
 
 
+def quantization_config(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> Any:
+    """QLoRA as the original offers it (--bits 4|8): NF4 with double quantisation, computing in the
+    training precision; the vision tower, projector and head stay unquantised."""
+    if model_args.bits == 16:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=model_args.bits == 4,
+        load_in_8bit=model_args.bits == 8,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type="nf4",
+        llm_int8_threshold=6.0,
+        llm_int8_skip_modules=["multi_modal_projector", "vision_tower", "lm_head"],
+    )
+
+
 def reference_dtype(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> str:
     """The reference runs in the precision the policy trains in (a bf16 run scores the reference
     in bf16 too, which also halves its memory)."""
@@ -105,7 +169,10 @@ def reference_dtype(model_args: ModelArguments, training_args: AltTextTrainingAr
 
 
 def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
-    return load_model(model_args.reference_path, reference_dtype(model_args, training_args), model_args.attn_implementation)
+    return load_model(
+        model_args.reference_path, reference_dtype(model_args, training_args), model_args.attn_implementation,
+        model_args.image_aspect_ratio,
+    )
 
 
 def attach_reference_logps(
@@ -117,9 +184,10 @@ def attach_reference_logps(
     key, description = cache_key(
         data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.sequences,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
-        [e.idx for e in dataset.examples],
+        [dataset.examples[p].idx for p in dataset.keep], model_args.image_aspect_ratio, model_args.conversation_template,
     )
-    cached = load_cached(training_args.reference_cache_dir, key, (len(dataset), len(dataset.sequences)))
+    epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
+    cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.sequences)))
     main_process = trainer.is_world_process_zero()
     if cached is not None:
         if main_process:
@@ -128,7 +196,7 @@ def attach_reference_logps(
         return
     reference = load_reference(model_args, training_args)
     trainer.reference_model = prepare_reference_model(reference, trainer)
-    logps = trainer.compute_reference_logps(dataset)
+    logps = trainer.compute_reference_logps(dataset, epochs)
     if main_process:
         path = save_cached(training_args.reference_cache_dir, key, logps, description)
         logger.info("reference log-probs computed and cached in %s", path)
@@ -153,19 +221,15 @@ def run(
         # On GPUs accelerate has done this already; on DeepSpeed's CPU accelerator it set up plain
         # torch.distributed, which ZeRO-3's partitioned loading does not see until this wraps it.
         deepspeed.init_distributed()
-    examples, processor = load_training_examples(data_args, training_args, model_args.model_name_or_path)
+    dataset, processor = load_training_data(data_args, training_args, model_args)
     set_seed(training_args.seed)
     pad_id = processor.tokenizer.pad_token_id
     if training_args.stage == "sft":
-        dataset = SFTDataset(examples, processor, data_args.image_folder, training_args.max_length)
         trainer = SFTTrainer(
             model=build_policy(model_args, training_args), args=training_args, train_dataset=dataset,
             data_collator=PaddingCollator(pad_id), processing_class=processor, callbacks=callbacks,
         )
     else:
-        negatives = NegativeConfig(training_args.negative_image, training_args.diffusion_step, training_args.negative_seed)
-        sequences = DPO_SEQUENCES if training_args.stage == "dpo" else ALL_SEQUENCES
-        dataset = PreferenceDataset(examples, processor, data_args.image_folder, training_args.max_length, negatives, sequences)
         model = build_policy(model_args, training_args)
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
@@ -173,7 +237,8 @@ def run(
         collator = SharedPrefixCollator(pad_id) if training_args.shared_prefix else PreferenceCollator(pad_id)
         trainer = PreferenceTrainer(
             model=model, args=training_args, train_dataset=dataset, data_collator=collator,
-            processing_class=processor, reference_model=live_reference, callbacks=callbacks,
+            processing_class=processor, reference_model=live_reference,
+            callbacks=[NegativesEpochCallback(dataset), *(callbacks or [])],
         )
         if training_args.precompute_reference_logps:
             attach_reference_logps(trainer, dataset, model_args, data_args, training_args)
@@ -210,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         model_args, data_args, training_args = parse_arguments(argv)
-        if model_args.merge_lora and not model_args.use_lora:
-            raise ValueError("--merge_lora needs --use_lora")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

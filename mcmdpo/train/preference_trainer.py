@@ -5,6 +5,7 @@ reference, and applies the pure losses of :mod:`mcmdpo.train.losses`."""
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from contextlib import nullcontext
 from typing import Any
@@ -13,9 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from mcmdpo.train.losses import dpo_loss, mcmdpo_loss, response_metrics, sequence_logps
+from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.sampling import LengthGroupingMixin
 from mcmdpo.train.shared_prefix import shared_prefix_logps
 
@@ -47,7 +49,7 @@ def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
     return model.to(trainer.accelerator.device)
 
 
-class PreferenceTrainer(LengthGroupingMixin, Trainer):
+class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
     """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments` with stage "dpo"
     or "mcmdpo"; ``train_dataset`` a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`.
 
@@ -111,23 +113,45 @@ class PreferenceTrainer(LengthGroupingMixin, Trainer):
         self._stored_metrics.clear()
         super().log(logs, start_time)
 
+    def planned_epochs(self) -> int:
+        """How many epochs ``train()`` will start (from --num_train_epochs or --max_steps)."""
+        return self.set_initial_training_values(self.args, self.get_train_dataloader())[0]
+
     @torch.no_grad()
-    def compute_reference_logps(self, dataset: Any, batch_size: int | None = None) -> torch.Tensor:
-        """[records, sequences] reference log-probs of ``dataset``, computed once, spread over
-        all processes and gathered on each, in record order."""
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size or self.args.per_device_train_batch_size,
-            shuffle=False,
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-        )
-        loader = self.accelerator.prepare(loader)
-        chunks, indices = [], []
-        for batch in tqdm(loader, desc="reference log-probs", disable=not self.is_world_process_zero()):
-            logps = self.reference_logps(batch)
-            chunks.append(self.accelerator.gather_for_metrics(logps.float()).cpu())
-            indices.append(self.accelerator.gather_for_metrics(batch["index"]).cpu())
-        result = torch.empty(len(dataset), self.num_sequences)
-        result[torch.cat(indices)] = torch.cat(chunks)
-        return result
+    def compute_reference_logps(self, dataset: Any, epochs: int = 1, batch_size: int | None = None) -> torch.Tensor:
+        """[epochs, records, sequences] reference log-probs of ``dataset`` for each epoch's
+        negatives, computed once, spread over all processes and gathered on each, in record order."""
+        per_epoch = []
+        for epoch in range(epochs):
+            dataset.set_epoch(epoch)
+            loader = DataLoader(
+                dataset,
+                batch_size=batch_size or self.args.per_device_train_batch_size,
+                shuffle=False,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+            )
+            loader = self.accelerator.prepare(loader)
+            chunks, indices = [], []
+            description = "reference log-probs" + (f" (epoch {epoch + 1}/{epochs})" if epochs > 1 else "")
+            for batch in tqdm(loader, desc=description, disable=not self.is_world_process_zero()):
+                logps = self.reference_logps(batch)
+                chunks.append(self.accelerator.gather_for_metrics(logps.float()).cpu())
+                indices.append(self.accelerator.gather_for_metrics(batch["index"]).cpu())
+            result = torch.empty(len(dataset), self.num_sequences)
+            result[torch.cat(indices)] = torch.cat(chunks)
+            per_epoch.append(result)
+        dataset.set_epoch(0)
+        return torch.stack(per_epoch)
+
+
+class NegativesEpochCallback(TrainerCallback):
+    """Tells the preference dataset which epoch begins, before its loader starts, so each epoch
+    draws its own negative images (and reads its own reference log-probs)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # state.epoch is fractional once training is under way (e.g. 1.37 when resuming mid-epoch).
+        self.dataset.set_epoch(math.floor((state.epoch or 0) + 1e-6))

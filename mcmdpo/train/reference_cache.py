@@ -15,7 +15,7 @@ import torch
 
 from mcmdpo.data.preference_dataset import NegativeConfig
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: one row of log-probs per epoch of negatives
 DEFAULT_CACHE_DIR = Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "reference_logps"
 
 
@@ -50,6 +50,8 @@ def cache_key(
     logps_reduction: str,
     reference_dtype: str,
     record_ids: list[Any],
+    image_aspect_ratio: str,
+    conversation_template: str,
 ) -> tuple[str, dict[str, Any]]:
     """The key (a hex digest) and the description it digests, kept beside the cached tensor."""
     description = {
@@ -63,6 +65,8 @@ def cache_key(
         "max_length": max_length,
         "logps_reduction": logps_reduction,
         "reference_dtype": reference_dtype,
+        "image_aspect_ratio": image_aspect_ratio,
+        "conversation_template": conversation_template,
         # The records kept after length checks, in order: rows of the tensor.
         "records_sha256": hashlib.sha256(json.dumps(record_ids, default=str).encode()).hexdigest(),
     }
@@ -70,12 +74,16 @@ def cache_key(
     return key, description
 
 
-def load_cached(cache_dir: str | Path, key: str, expected_shape: tuple[int, int]) -> torch.Tensor | None:
+def load_cached(cache_dir: str | Path, key: str, expected_shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """[epochs, records, sequences] log-probs, or None when absent or holding fewer epochs."""
     path = Path(cache_dir) / f"{key}.pt"
     if not path.is_file():
         return None
     logps = torch.load(path, map_location="cpu", weights_only=True)
-    return logps if tuple(logps.shape) == expected_shape else None
+    epochs, *rest = expected_shape
+    if logps.dim() != 3 or tuple(logps.shape[1:]) != tuple(rest) or logps.shape[0] < epochs:
+        return None
+    return logps[:epochs]
 
 
 def save_cached(cache_dir: str | Path, key: str, logps: torch.Tensor, description: dict[str, Any]) -> Path:

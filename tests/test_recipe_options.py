@@ -1,0 +1,110 @@
+"""The upstream recipe's options: per-component learning rates, text-only SFT records, QLoRA's
+clear error without a GPU, the data report, and one command per paradigm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from conftest import REPO_ROOT
+from mcmdpo.model import load_model
+from mcmdpo.train.cli import main
+from mcmdpo.train.optimizer import component_parameter_groups
+
+COMMON = ["--save_strategy", "no", "--use_cpu", "true", "--dataloader_num_workers", "0", "--seed", "0", "--report_to", "none"]
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    """A checkpoint's parameters by their model names (as the Auto classes load them)."""
+    return {name: value.detach() for name, value in AutoModelForImageTextToText.from_pretrained(path).named_parameters()}
+
+
+def test_each_component_gets_its_learning_rate(tiny_checkpoint):
+    model = load_model(str(tiny_checkpoint))
+    args = SimpleNamespace(learning_rate=1e-3, vision_tower_lr=1e-5, projector_lr=5e-4, weight_decay=0.1)
+    decay = {name for name, _ in model.named_parameters() if name.endswith("weight") and "norm" not in name}
+    groups = component_parameter_groups(model, decay, args)
+    rate_of = {id(p): group["lr"] for group in groups for p in group["params"]}
+    decay_of = {id(p): group["weight_decay"] for group in groups for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        expected = 1e-5 if "vision_tower" in name else 5e-4 if "multi_modal_projector" in name else 1e-3
+        assert rate_of[id(parameter)] == expected, name
+        assert decay_of[id(parameter)] == (0.1 if name in decay else 0.0), name
+    # Unset, every component trains at the main rate, as the original does.
+    same = component_parameter_groups(model, decay, SimpleNamespace(learning_rate=1e-3, vision_tower_lr=None, projector_lr=None, weight_decay=0.0))
+    assert {group["lr"] for group in same} == {1e-3}
+
+
+def test_component_learning_rates_in_training(tiny_checkpoint, synthetic_dir, tmp_path):
+    """The projector at a rate of 0 does not move; the language model does."""
+    out = tmp_path / "sft"
+    argv = ["--stage", "sft", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(synthetic_dir / "sft_train.json"),
+            "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(out), "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--projector_lr", "0", "--vision_tower_lr", "1e-3",
+            "--lr_scheduler_type", "constant", *COMMON]
+    assert main(argv) == 0
+    start, saved = weights(tiny_checkpoint), weights(out)
+    projector = [k for k in saved if "multi_modal_projector" in k]
+    assert projector and all(torch.equal(start[k], saved[k]) for k in projector)
+    assert not torch.equal(start["lm_head.weight"], saved["lm_head.weight"])
+    # The paper's default: the vision tower trains too (paradigm (d)).
+    tower = [k for k in saved if "vision_tower" in k and "layers.0." in k]
+    assert any(not torch.equal(start[k], saved[k]) for k in tower)
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["records"] == 256 and report["kept"] == 256 and report["image_tokens"]["median"] == 16
+
+
+def test_text_only_sft_records_train_beside_image_records(tiny_checkpoint, synthetic_dir, tmp_path):
+    records = json.loads((synthetic_dir / "sft_train.json").read_text())[:6]
+    text_only = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Say {i}."}, {"from": "gpt", "value": f"{i}."}]} for i in range(6)]
+    data = tmp_path / "mixed.json"
+    data.write_text(json.dumps([row for pair in zip(records, text_only) for row in pair]))
+    out = tmp_path / "sft"
+    argv = ["--stage", "sft", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(data),
+            "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(out), "--max_steps", "3",
+            "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--logging_steps", "1", *COMMON]
+    # Batches of two: mixed ones, and (with --train_sampling_strategy sequential) text-only ones.
+    assert main(argv) == 0
+    assert main([*argv[:-len(COMMON)], "--output_dir", str(tmp_path / "seq"), "--train_sampling_strategy", "sequential", *COMMON]) == 0
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["records"] == 12 and report["kept"] == 12 and report["image_tokens"] == {"min": 16, "median": 16, "max": 16}
+
+
+def test_qlora_without_a_gpu_is_a_clear_error_before_loading(capsys, tmp_path):
+    code = main(["--stage", "sft", "--model_name_or_path", str(tmp_path / "not-loaded"), "--data_path", "x.json",
+                 "--output_dir", str(tmp_path), "--use_lora", "true", "--bits", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--bits 4|8 (QLoRA) needs a CUDA GPU" in err and "not-loaded" not in err
+    assert main(["--stage", "sft", "--model_name_or_path", "m", "--data_path", "x", "--output_dir", str(tmp_path), "--bits", "4"]) == 2
+    assert "add --use_lora true" in capsys.readouterr().err
+
+
+def test_paradigm_script_names_its_choices():
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "paradigm.sh"), "e"], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage: bash scripts/paradigm.sh a|b|c|d" in result.stderr
+
+
+@pytest.mark.slow
+def test_paradigm_b_freezes_the_vision_tower_in_sft_and_trains_it_in_alignment(tiny_checkpoint, synthetic_dir, tmp_path):
+    env = {
+        **os.environ, "DS_ACCELERATOR": "cpu", "NUM_GPUS": "2", "BF16": "false", "PREFERENCE": "dpo",
+        "SFT_MODEL_PATH": str(tiny_checkpoint), "SFT_DATA_PATH": str(synthetic_dir / "sft_train.json"),
+        "PREF_DATA_PATH": str(synthetic_dir / "pref_train.json"), "IMAGE_FOLDER": str(synthetic_dir / "image"),
+        "OUTPUT_ROOT": str(tmp_path / "paradigm_b"), "DEEPSPEED_CONFIG": str(REPO_ROOT / "scripts" / "zero2.json"),
+        "PER_DEVICE_BATCH": "2", "GLOBAL_BATCH": "4", "LEARNING_RATE": "1e-3",
+        "EXTRA_ARGS": f"--max_steps 2 --dataloader_num_workers 0 --report_to none --save_strategy no --reference_cache_dir {tmp_path / 'cache'}",
+    }
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "paradigm.sh"), "b"], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    start, sft, dpo = weights(tiny_checkpoint), weights(tmp_path / "paradigm_b" / "sft"), weights(tmp_path / "paradigm_b" / "dpo")
+    tower = [k for k in start if "vision_tower" in k and "layers.0." in k]
+    assert all(torch.equal(start[k], sft[k]) for k in tower)  # (b): frozen in SFT
+    assert any(not torch.equal(sft[k], dpo[k]) for k in tower)  # ...trained in alignment
