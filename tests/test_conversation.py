@@ -6,7 +6,6 @@ from PIL import Image
 
 from mcmdpo.data import load_examples
 from mcmdpo.data.collate import PaddingCollator
-from mcmdpo.data.templates import VICUNA_V1_SYSTEM
 from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation, plan_sequence, render_prompt
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.sft_dataset import SFTDataset
@@ -34,14 +33,14 @@ def test_labels_cover_the_answer_only(processor):
 
 
 def test_prompt_matches_template(processor):
-    assert render_prompt(processor, "Q") == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ ASSISTANT:"
+    assert render_prompt(processor, "Q") == "USER: <image>\nQ ASSISTANT:"
 
 
 def test_multi_turn_labels_every_answer(processor):
     features = encode_conversation(processor, IMAGE, [("First?", "One."), ("Second?", "Two.")])
     assert answer_text(processor, features) == " One.</s> Two.</s>"
     text = processor.tokenizer.decode([t for t in features["input_ids"] if t != processor.image_token_id])
-    assert text == f"<s>{VICUNA_V1_SYSTEM} USER: \nFirst? ASSISTANT: One.</s>USER: Second? ASSISTANT: Two.</s>"
+    assert text == "<s>USER: \nFirst? ASSISTANT: One.</s>USER: Second? ASSISTANT: Two.</s>"
 
 
 def test_plan_matches_encoding(processor):

@@ -3,6 +3,8 @@ component freezes on its own."""
 
 from __future__ import annotations
 
+import copy
+
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import encode_conversation
-from mcmdpo.data.templates import VICUNA_V1_SYSTEM
+from mcmdpo.data.templates import VICUNA_V1_CHAT_TEMPLATE, VICUNA_V1_SYSTEM
 from mcmdpo.model import component_of, load_model, load_processor, set_trainable_components
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 
@@ -37,16 +39,19 @@ def test_tiny_factory_cli_writes_a_complete_checkpoint(tmp_path):
 
 
 def test_chat_template_is_vicuna_v1(processor):
+    """The plain tiny model's template is Vicuna v1 without a system prompt; LLaVA checkpoints get
+    the original's, system prompt included (``auto``), and a system message replaces it."""
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A."}]},
     ]
-    assert processor.apply_chat_template(messages, tokenize=False) == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT: A.</s>"
-    prompt = processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
-    assert prompt == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT:"
-    # A system message replaces the default system prompt, as in LLaVA's conversation templates.
+    assert processor.apply_chat_template(messages, tokenize=False) == "USER: <image>\nQ? ASSISTANT: A.</s>"
+    assert processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True) == "USER: <image>\nQ? ASSISTANT:"
     system = [{"role": "system", "content": "Be brief."}, *messages[:1]]
     assert processor.apply_chat_template(system, tokenize=False, add_generation_prompt=True) == "Be brief. USER: <image>\nQ? ASSISTANT:"
+    original = copy.deepcopy(processor)  # the fixture is shared
+    original.chat_template = VICUNA_V1_CHAT_TEMPLATE
+    assert original.apply_chat_template(messages, tokenize=False) == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT: A.</s>"
 
 
 def test_tokenizer_round_trips_arbitrary_text(processor):

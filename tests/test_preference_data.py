@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from mcmdpo.data import load_examples
-from mcmdpo.data.templates import VICUNA_V1_SYSTEM
 from mcmdpo.data.conversation import IGNORE_INDEX, process_image
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels, diffusion_coefficients, negative_image_seed
 from mcmdpo.data.preference_dataset import DPO_SEQUENCES, NegativeConfig, PreferenceCollator, PreferenceDataset
@@ -42,7 +41,7 @@ def test_the_eight_sequences_hold_the_right_triples(pref_examples, processor, sy
     for name, sequence in zip(NAMES, item["sequences"]):
         context = example.question if name[1] == "w" else other.question
         response = example.chosen if name[-1] == "w" else example.rejected
-        assert decoded_text(processor, sequence["input_ids"]) == f"<s>{VICUNA_V1_SYSTEM} USER: \n{context} ASSISTANT: {response}</s>", name
+        assert decoded_text(processor, sequence["input_ids"]) == f"<s>USER: \n{context} ASSISTANT: {response}</s>", name
         answer = processor.tokenizer.decode([t for t in sequence["labels"] if t != IGNORE_INDEX])
         assert answer == f" {response}</s>", name
         expected_pixels = clean if name[4] == "w" else noisy
@@ -55,7 +54,7 @@ def test_dpo_batch_holds_the_response_pair_only(pref_examples, processor, synthe
     item = dataset[0]
     texts = [decoded_text(processor, s["input_ids"]) for s in item["sequences"]]
     q = pref_examples[0].question
-    prompt = f"<s>{VICUNA_V1_SYSTEM} USER: \n{q} ASSISTANT:"
+    prompt = f"<s>USER: \n{q} ASSISTANT:"
     assert texts == [f"{prompt} {pref_examples[0].chosen}</s>", f"{prompt} {pref_examples[0].rejected}</s>"]
 
 

@@ -181,3 +181,31 @@ def test_mcmdpo_on_llava_next_with_resized_negatives(synthetic_dir, tmp_path):
     first = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
     assert first["margins/all"] == pytest.approx(0, abs=1e-5) and first["loss"] == pytest.approx(0.6931, abs=1e-4)
     assert type(AutoModelForImageTextToText.from_pretrained(out)).__name__ == "LlavaNextForConditionalGeneration"
+
+
+def test_negatives_redrawn_each_epoch_keep_the_cached_reference_exact(tiny_checkpoint, synthetic_dir, tmp_path):
+    """Two epochs of MCM-DPO: the cache holds each epoch's reference log-probs (the noisy-image
+    sequences differ between epochs, the others do not), and training on it logs the same losses
+    as training against the live reference model, which sees each epoch's own negatives."""
+    records = json.loads((synthetic_dir / "pref_train.json").read_text())[:16]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pref_train.json").write_text(json.dumps(records))
+    (data / "image").symlink_to(synthetic_dir / "image")
+    cache = tmp_path / "cache"
+    run = lambda out, *extra: main(pref_argv("mcmdpo", tiny_checkpoint, data, tmp_path / out, cache, "--num_train_epochs", "2",  # noqa: E731
+                                             "--learning_rate", "1e-3", *extra))
+    assert run("cached") == 0
+    [cached_file] = list(cache.glob("*.pt"))
+    cached = torch.load(cached_file)
+    assert cached.shape == (2, 16, 8)
+    clean, noisy = [0, 1, 4, 5], [2, 3, 6, 7]  # columns with m_w and with m_l (SEQUENCE_NAMES)
+    torch.testing.assert_close(cached[0][:, clean], cached[1][:, clean])
+    assert (cached[0][:, noisy] - cached[1][:, noisy]).abs().min() > 0
+    assert run("live", "--precompute_reference_logps", "false") == 0
+    losses = lambda out: [e["loss"] for e in json.loads((tmp_path / out / "trainer_state.json").read_text())["log_history"] if "loss" in e]  # noqa: E731
+    assert len(losses("cached")) == 4
+    assert losses("live") == pytest.approx(losses("cached"), abs=1e-5)
+    # --fixed_negatives: one draw, one row.
+    assert run("fixed", "--fixed_negatives", "true") == 0
+    assert sorted(torch.load(f).shape[0] for f in cache.glob("*.pt")) == [1, 2]

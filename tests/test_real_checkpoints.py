@@ -145,7 +145,7 @@ def test_negative_images_as_the_original_makes_them(like_checkpoints, twitter_tr
 
     def negative(image_type: str, epoch: int = 0, fixed: bool = False, position: int = 1) -> torch.Tensor:
         dataset = PreferenceDataset(examples, processor, folder, 2048, NegativeConfig(image_type, seed=3, fixed=fixed))
-        dataset.set_epoch(epoch)
+        dataset.set_negatives_epoch(epoch)
         return dataset[position]["sequences"][2]["pixel_values"]  # (c_w, m_l, y_w)
 
     image = examples[1].image.open(folder)
@@ -183,17 +183,22 @@ def test_an_other_records_context_that_swallows_the_answer_is_reported(processor
     """Record 0's question is short, but the record that lends it its negative context has a
     long one: the (c_l, ., .) sequences of record 0 would keep no answer token."""
     loaded = load_examples(synthetic_dir / "pref_train.json", "preference", synthetic_dir / "image", show_progress=False)
-    examples = list(loaded.examples[:6])
-    dataset = PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, NegativeConfig())
-    lender = dataset.negative_context_index(0)
-    long_question = examples[lender].question + " padding" * 120
-    examples[lender] = type(examples[lender])(**{**examples[lender].__dict__, "question": long_question})
-    dataset = PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, NegativeConfig())
     sizes = loaded.image_sizes[:6]
-    # A max_length the short-context sequences fit in, but not the lender's long context.
-    own = max(len(dataset.planned_conversations(0, sizes)[0][0][0][0]), 1)
-    report = check_lengths(examples, sizes, processor, 260, lambda p: dataset.planned_conversations(p, sizes), show_progress=False)
-    assert examples[0].idx in report.dropped and 0 not in report.kept and own
+
+    def report_of(records):
+        dataset = PreferenceDataset(records, processor, synthetic_dir / "image", 2048, NegativeConfig())
+        return dataset, check_lengths(records, sizes, processor, 260, lambda p: dataset.planned_conversations(p, sizes), show_progress=False)
+
+    # At 260 tokens every record fits with its own and its lender's context...
+    _, before = report_of(loaded.examples[:6])
+    assert before.dropped == [] and before.kept == list(range(6))
+    # ...until the lender's context grows: record 0's (c_l, ., .) sequences would keep no answer.
+    lender = report_of(loaded.examples[:6])[0].negative_context_index(0)
+    examples = list(loaded.examples[:6])
+    examples[lender] = type(examples[lender])(**{**examples[lender].__dict__, "question": examples[lender].question + " padding" * 120})
+    dataset, report = report_of(examples)
+    assert examples[0].idx in report.dropped and 0 not in report.kept
+    assert report.as_dict()["dropped"] == len(report.dropped) >= 2  # record 0 and the lender itself
     dataset.keep = report.kept
     for index in range(len(dataset)):  # nothing kept trains any sequence on zero answer tokens
         for sequence in dataset[index]["sequences"]:

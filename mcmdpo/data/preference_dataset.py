@@ -104,8 +104,9 @@ class PreferenceDataset(Dataset):
         """Whether the sequences (so the reference log-probs) change from one epoch to the next."""
         return self.uses_negative_image and self.negatives.redrawn_each_epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose negative images ``__getitem__`` draws (a callback sets it each epoch)."""
+    def set_negatives_epoch(self, epoch: int) -> None:
+        """The epoch whose negative images ``__getitem__`` draws (a callback sets it each epoch).
+        Not named ``set_epoch``: accelerate's data loaders call that with their own count."""
         self.epoch = epoch
 
     def reference_epoch(self, epoch: int) -> int:

@@ -145,7 +145,7 @@ def generate_records(split: str, count: int, seed: int) -> Iterator[SyntheticRec
 
 def tokenizer_corpus() -> list[str]:
     """Text a tiny tokenizer is trained on: the synthetic vocabulary and the prompt template."""
-    texts = [VICUNA_V1_SYSTEM, INSTRUCTION, "USER: ASSISTANT:", *FILLERS, *GENERIC_ALT_TEXTS]
+    texts = [INSTRUCTION, "USER: ASSISTANT:", *FILLERS, *GENERIC_ALT_TEXTS]
     for record in generate_records("corpus", 400, seed=0):
         # As rendered by the chat template, so the merges around the answer are learnt too.
         texts += [f"USER: {record.question} ASSISTANT: {record.chosen}", record.rejected]

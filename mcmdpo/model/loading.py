@@ -19,6 +19,7 @@ Image protocols (``--image_aspect_ratio``, upstream's name):
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,11 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.utils import logging as hf_logging
 
 from mcmdpo.data.templates import apply_template
+
+logger = logging.getLogger("mcmdpo.model")
 
 
 class CheckpointError(RuntimeError):
@@ -162,6 +166,26 @@ def llava_config_from_next(config: PretrainedConfig) -> LlavaConfig:
     )
 
 
+def _load_next_as_llava(base: str, config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """A LLaVA-NeXT checkpoint as the LLaVA-1.5 architecture (the pad protocol). Its
+    image_newline is left out on purpose; any other weight that does not load is an error."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers would report image_newline as unexpected
+    try:
+        model, info = LlavaForConditionalGeneration.from_pretrained(
+            base, config=llava_config_from_next(config), output_loading_info=True, **kwargs
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    unexpected = [key for key in info["unexpected_keys"] if not key.endswith("image_newline")]
+    if info["missing_keys"] or unexpected:
+        raise CheckpointError(
+            f"{base} does not load as LLaVA-1.5 under the pad protocol: missing {info['missing_keys']}, unexpected {unexpected}"
+        )
+    logger.info("%s: LLaVA-1.6 under the pad protocol runs as the LLaVA-1.5 architecture (one tile, no image_newline)", base)
+    return model
+
+
 def load_model(
     model_name_or_path: str,
     dtype: str = "float32",
@@ -184,7 +208,7 @@ def load_model(
         kwargs["quantization_config"] = quantization_config
     try:
         if protocol == "pad" and config.model_type == "llava_next":
-            model = LlavaForConditionalGeneration.from_pretrained(base, config=llava_config_from_next(config), **kwargs)
+            model = _load_next_as_llava(base, config, kwargs)
         else:
             model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as error:

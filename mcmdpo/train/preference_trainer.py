@@ -123,7 +123,7 @@ class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer
         negatives, computed once, spread over all processes and gathered on each, in record order."""
         per_epoch = []
         for epoch in range(epochs):
-            dataset.set_epoch(epoch)
+            dataset.set_negatives_epoch(epoch)
             loader = DataLoader(
                 dataset,
                 batch_size=batch_size or self.args.per_device_train_batch_size,
@@ -141,7 +141,7 @@ class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer
             result = torch.empty(len(dataset), self.num_sequences)
             result[torch.cat(indices)] = torch.cat(chunks)
             per_epoch.append(result)
-        dataset.set_epoch(0)
+        dataset.set_negatives_epoch(0)
         return torch.stack(per_epoch)
 
 
@@ -154,4 +154,4 @@ class NegativesEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # state.epoch is fractional once training is under way (e.g. 1.37 when resuming mid-epoch).
-        self.dataset.set_epoch(math.floor((state.epoch or 0) + 1e-6))
+        self.dataset.set_negatives_epoch(math.floor((state.epoch or 0) + 1e-6))
