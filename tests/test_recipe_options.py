@@ -100,7 +100,8 @@ def test_paradigm_b_freezes_the_vision_tower_in_sft_and_trains_it_in_alignment(t
         "PREF_DATA_PATH": str(synthetic_dir / "pref_train.json"), "IMAGE_FOLDER": str(synthetic_dir / "image"),
         "OUTPUT_ROOT": str(tmp_path / "paradigm_b"), "DEEPSPEED_CONFIG": str(REPO_ROOT / "scripts" / "zero2.json"),
         "PER_DEVICE_BATCH": "2", "GLOBAL_BATCH": "4", "LEARNING_RATE": "1e-3",
-        "EXTRA_ARGS": f"--max_steps 2 --dataloader_num_workers 0 --report_to none --save_strategy no --reference_cache_dir {tmp_path / 'cache'}",
+        "EXTRA_ARGS": "--max_steps 2 --dataloader_num_workers 0 --report_to none --save_strategy no",
+        "PREF_EXTRA_ARGS": f"--reference_cache_dir {tmp_path / 'cache'}",
     }
     result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "paradigm.sh"), "b"], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -79,7 +79,8 @@ def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_
     caches = list((tmp_path / "cache").glob("*.pt"))
     assert len(caches) == int(precompute)
     if precompute:
-        assert torch.load(caches[0]).shape == (200, 8 if script == "mcmdpo.sh" else 2)
+        # One epoch of negatives (4 steps of 8 records), so one row of reference log-probs.
+        assert torch.load(caches[0]).shape == (1, 200, 8 if script == "mcmdpo.sh" else 2)
     # The saved model is whole (ZeRO-3 gathers it) and reloads with the Auto classes.
     trained = dict(AutoModelForImageTextToText.from_pretrained(out).named_parameters())
     base = dict(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).named_parameters())
