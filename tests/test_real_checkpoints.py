@@ -16,7 +16,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import UPSTREAM_SAMPLES
 from mcmdpo.data import load_examples
-from mcmdpo.data.conversation import IGNORE_INDEX, process_image
+from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation, process_image
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.negatives import crop_size, negative_image_seed
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
@@ -203,3 +203,15 @@ def test_an_other_records_context_that_swallows_the_answer_is_reported(processor
     for index in range(len(dataset)):  # nothing kept trains any sequence on zero answer tokens
         for sequence in dataset[index]["sequences"]:
             assert any(label != IGNORE_INDEX for label in sequence["labels"])
+
+
+def test_the_checkpoints_own_template_gets_no_stray_space_before_eos(like_checkpoints):
+    """llava-hf's template ends an answer with a space and no </s>: the </s> we add follows the
+    answer directly, as in the original, not a lone "▁" token."""
+    processor = load_processor(str(like_checkpoints["llava-1.5-7b"]), image_aspect_ratio="pad", conversation_template="checkpoint")
+    assert processor.chat_template == LLAVA_HF_CHAT_TEMPLATE
+    features = encode_conversation(processor, Image.new("RGB", (400, 300)), [("Describe it.", "A grey box.")])
+    ids = features["input_ids"]
+    assert ids[-1] == 2 and ids[-2] != 29871
+    assert processor.tokenizer.decode([t for t in features["labels"] if t != IGNORE_INDEX]) == "A grey box.</s>"
+    assert processor.tokenizer.decode([t for t in ids if t != IMAGE_TOKEN_ID]).endswith("\nDescribe it. ASSISTANT: A grey box.</s>")
