@@ -23,8 +23,6 @@ from typing import Iterator
 
 from PIL import Image, ImageDraw
 
-from mcmdpo.data.templates import VICUNA_V1_SYSTEM
-
 INSTRUCTION = "Given an image and context, generate alt-text for the image.\nContext:\n"
 COLORS = {
     "red": (220, 40, 40),
