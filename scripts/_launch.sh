@@ -13,7 +13,8 @@ fi
 
 # Upstream defaults shared by every stage (design §1.4); each can be overridden from the environment.
 TRAIN_VISION_TOWER=${TRAIN_VISION_TOWER:-true}   # the original trains the vision encoder in both stages: paradigm (d)
-IMAGE_ASPECT_RATIO=${IMAGE_ASPECT_RATIO:-pad}    # pad to a square, one 336 tile, 576 image tokens (also for LLaVA-1.6)
+IMAGE_ASPECT_RATIO=${IMAGE_ASPECT_RATIO:-auto}   # auto: what the checkpoint records, else pad for LLaVA
+                                                 # (a square, one 336 tile, 576 image tokens, also for LLaVA-1.6)
 MAX_GRAD_NORM=${MAX_GRAD_NORM:-0}                # the original clips no gradient
 VISION_TOWER_LR=${VISION_TOWER_LR:-}             # empty: the main learning rate, as the original
 PROJECTOR_LR=${PROJECTOR_LR:-}

@@ -19,7 +19,7 @@
 #   TERM_WEIGHTS      seven weights: response image context context+response image+response context+image all
 #                     ("1.0 0.5 0.5 0.2 0.2 0.2 0.2")
 #   TRAIN_VISION_TOWER  true (default, as the original) or false: this stage's half of the paradigm (README)
-#   IMAGE_ASPECT_RATIO  pad (default: one 336 tile, 576 image tokens, as the original) or anyres
+#   IMAGE_ASPECT_RATIO  auto (default: pad for LLaVA, one 336 tile, 576 image tokens, as the original), pad or anyres
 #   MAX_GRAD_NORM (0: no clipping, as the original)  VISION_TOWER_LR, PROJECTOR_LR (default: LEARNING_RATE)
 #   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--use_lora true")
 set -euo pipefail

@@ -14,7 +14,7 @@
 #   GLOBAL_BATCH      effective batch; accumulation = GLOBAL_BATCH / (PER_DEVICE_BATCH * NUM_GPUS)  (128)
 #   LEARNING_RATE (2e-5)  EPOCHS (1)  MAX_LENGTH (2048)  BF16 (true)
 #   TRAIN_VISION_TOWER  true (default, as the original) or false: this stage's half of the paradigm (README)
-#   IMAGE_ASPECT_RATIO  pad (default: one 336 tile, 576 image tokens, as the original) or anyres
+#   IMAGE_ASPECT_RATIO  auto (default: pad for LLaVA, one 336 tile, 576 image tokens, as the original), pad or anyres
 #   MAX_GRAD_NORM (0: no clipping, as the original)  VISION_TOWER_LR, PROJECTOR_LR (default: LEARNING_RATE)
 #   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--max_steps 10")
 set -euo pipefail

@@ -78,6 +78,50 @@ def test_text_only_sft_records_train_beside_image_records(tiny_checkpoint, synth
     assert report["records"] == 12 and report["kept"] == 12 and report["image_tokens"] == {"min": 16, "median": 16, "max": 16}
 
 
+def test_a_text_only_batch_carries_a_masked_blank_image_that_changes_nothing(tiny_checkpoint, processor):
+    """The blank image's tokens sit after the first row's last token, masked: the loss is the
+    loss of the text alone, and the forward runs the vision tower like every image batch."""
+    from mcmdpo.data.collate import PaddingCollator, SFTCollator
+    from mcmdpo.data.conversation import encode_conversation
+    from mcmdpo.data.sft_dataset import SFTDataset
+
+    features = [encode_conversation(processor, None, [(f"Say {i}.", f"{i} and {i}.")]) for i in range(3)]
+    blank = SFTDataset([], processor, None, 2048).blank_image_features()
+    with_blank = SFTCollator(processor.tokenizer.pad_token_id, blank_image=blank, image_token_id=processor.image_token_id)(features)
+    plain = PaddingCollator(processor.tokenizer.pad_token_id)(features)
+    assert "pixel_values" in with_blank and "pixel_values" not in plain
+    assert (with_blank["input_ids"][0] == processor.image_token_id).sum() == 16
+    model = load_model(str(tiny_checkpoint)).eval()
+    with torch.no_grad():
+        assert model(**with_blank).loss.item() == pytest.approx(model(**plain).loss.item(), abs=1e-6)
+    # A batch with an image is left as it is.
+    image_batch = SFTCollator(processor.tokenizer.pad_token_id, blank_image=blank, image_token_id=processor.image_token_id)(
+        [encode_conversation(processor, __import__("PIL.Image").Image.new("RGB", (32, 32)), [("Q", "A.")]), features[0]]
+    )
+    assert image_batch["pixel_values"].shape[0] == 1
+
+
+def test_training_can_start_from_lora_adapters(tiny_checkpoint, synthetic_dir, tmp_path):
+    """An adapter folder (e.g. a LoRA SFT stage) is merged into its base when loaded, so the next
+    stage trains and saves a whole model (or new adapters) as usual."""
+    common = ["--data_path", str(synthetic_dir / "sft_train.json"), "--image_folder", str(synthetic_dir / "image"),
+              "--max_steps", "1", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", *COMMON]
+    assert main(["--stage", "sft", "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(tmp_path / "lora"),
+                 "--use_lora", "true", "--lora_r", "4", *common]) == 0
+    merged = load_model(str(tmp_path / "lora"))
+    assert type(merged).__name__ == "LlavaForConditionalGeneration" and not any("lora" in n for n, _ in merged.named_parameters())
+    assert main(["--stage", "sft", "--model_name_or_path", str(tmp_path / "lora"), "--output_dir", str(tmp_path / "full"), *common]) == 0
+    assert (tmp_path / "full" / "model.safetensors").is_file() and not (tmp_path / "full" / "adapter_config.json").exists()
+
+
+def test_explicit_vicuna_v1_is_the_originals_template(tiny_checkpoint):
+    from mcmdpo.data.templates import VICUNA_V1_CHAT_TEMPLATE
+    from mcmdpo.model import load_processor
+
+    assert load_processor(str(tiny_checkpoint)).chat_template != VICUNA_V1_CHAT_TEMPLATE  # auto: its own (no system prompt)
+    assert load_processor(str(tiny_checkpoint), conversation_template="vicuna_v1").chat_template == VICUNA_V1_CHAT_TEMPLATE
+
+
 def test_qlora_without_a_gpu_is_a_clear_error_before_loading(capsys, tmp_path):
     code = main(["--stage", "sft", "--model_name_or_path", str(tmp_path / "not-loaded"), "--data_path", "x.json",
                  "--output_dir", str(tmp_path), "--use_lora", "true", "--bits", "4"])

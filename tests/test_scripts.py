@@ -13,11 +13,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from conftest import REPO_ROOT
 
 
-def run_script(name: str, **env: str) -> None:
+def run_script(name: str, timeout: int = 900, **env: str) -> None:
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / name)],
         env={**os.environ, "DS_ACCELERATOR": "cpu", "NUM_GPUS": "2", "BF16": "false", **env},
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
@@ -134,3 +134,22 @@ def test_paper_recipe_on_a_real_shape_llava16_with_the_real_sample_data(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and all(isinstance(row["response"], str) for row in rows)
+
+
+@pytest.mark.slow
+def test_sft_under_zero3_with_text_only_records_beside_image_records(tiny_checkpoint, synthetic_dir, tmp_path):
+    """One process gets an image record while the other gets a text-only one, at every step:
+    both must run the same forward, or ZeRO-3's collective weight gathering hangs."""
+    records = json.loads((synthetic_dir / "sft_train.json").read_text())[:8]
+    text_only = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Count to {i}."}, {"from": "gpt", "value": f"{i}."}]} for i in range(8)]
+    data = tmp_path / "mixed.json"
+    data.write_text(json.dumps([row for pair in zip(records, text_only) for row in pair]))
+    out = tmp_path / "sft"
+    run_script(
+        "sft.sh", timeout=300,
+        MODEL_PATH=str(tiny_checkpoint), DATA_PATH=str(data), IMAGE_FOLDER=str(synthetic_dir / "image"), OUTPUT_DIR=str(out),
+        DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / "zero3.json"), PER_DEVICE_BATCH="1", GLOBAL_BATCH="2", LEARNING_RATE="1e-3",
+        EXTRA_ARGS="--max_steps 4 --train_sampling_strategy sequential --dataloader_num_workers 0 --report_to none --save_strategy no",
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4

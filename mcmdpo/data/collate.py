@@ -51,3 +51,28 @@ class PaddingCollator:
         for key in image_keys:
             batch[key] = stack_padded([torch.as_tensor(f[key]) for f in features if key in f])
         return batch
+
+
+@dataclass
+class SFTCollator(PaddingCollator):
+    """PaddingCollator for SFT batches, which may hold text-only records (as upstream's data does).
+
+    A batch with no image at all still carries one blank image, its placeholder tokens appended
+    to the first row after its last token with attention and labels masked: every process then
+    runs the same forward (embeddings, vision tower, projector, language model, in that order),
+    which ZeRO-3's collective weight gathering needs, while no real token can see the blank image
+    (attention is causal and the blank comes last) and the loss is unchanged."""
+
+    blank_image: dict[str, Any] | None = None  # image tensors of a blank image, and its num_image_tokens
+    image_token_id: int | None = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.blank_image is not None and not any("pixel_values" in f for f in features):
+            blank = dict(self.blank_image)
+            count = blank.pop("num_image_tokens")
+            first = dict(features[0])
+            first["input_ids"] = list(first["input_ids"]) + [self.image_token_id] * count
+            first["attention_mask"] = list(first["attention_mask"]) + [0] * count
+            first["labels"] = list(first["labels"]) + [IGNORE_INDEX] * count
+            features = [{**first, **blank}, *features[1:]]
+        return super().__call__(features)

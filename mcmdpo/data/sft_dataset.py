@@ -40,7 +40,6 @@ class SFTDataset(Dataset):
         return encode_conversation(self.processor, image, example.turns, self.max_length)
 
     def blank_image_features(self) -> dict[str, Any]:
-        """Image tensors of one blank (mean-colour) image, for batches of text-only records."""
-        features = process_image(self.processor, Image.new("RGB", (336, 336), BLANK_COLOUR))
-        features.pop("num_image_tokens")
-        return features
+        """Image tensors of one blank (mean-colour) image and its ``num_image_tokens``, for
+        batches of text-only records (see :class:`~mcmdpo.data.collate.SFTCollator`)."""
+        return process_image(self.processor, Image.new("RGB", (336, 336), BLANK_COLOUR))

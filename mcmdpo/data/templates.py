@@ -80,8 +80,7 @@ def apply_template(processor: Any, requested: str = "auto") -> Any:
     """Set the processor's chat template to the one requested (``checkpoint`` keeps its own) and
     return the processor. A saved processor then records the template that training used."""
     if resolve_template(processor, requested) == "vicuna_v1":
-        if not is_vicuna_v1(getattr(processor, "chat_template", None)):
-            processor.chat_template = VICUNA_V1_CHAT_TEMPLATE
+        processor.chat_template = VICUNA_V1_CHAT_TEMPLATE
     elif getattr(processor, "chat_template", None) is None:
         raise ValueError("the checkpoint's processor has no chat template; use --conversation_template vicuna_v1")
     return processor

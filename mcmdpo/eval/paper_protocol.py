@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -125,11 +126,17 @@ def _rouge_l(rouge: Any, hypothesis: str, references: list[str]) -> float:
     if not hypothesis:
         return 0.0
     scores = []
-    for reference in references:
-        try:
-            scores.append(rouge.get_scores(hypothesis, reference)[0]["rouge-l"]["f"])
-        except ValueError:
-            scores.append(0.0)
+    # Its LCS is recursive; the original raises the recursion limit for long texts, and so do we.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10**5))
+    try:
+        for reference in references:
+            try:
+                scores.append(rouge.get_scores(hypothesis, reference)[0]["rouge-l"]["f"])
+            except ValueError:
+                scores.append(0.0)
+    finally:
+        sys.setrecursionlimit(limit)
     return max(scores)
 
 

@@ -56,7 +56,10 @@ def base_of(model_name_or_path: str) -> str:
     """The full checkpoint a LoRA adapter folder sits on, or the path itself."""
     adapter = Path(model_name_or_path) / "adapter_config.json"
     if adapter.is_file():
-        return json.loads(adapter.read_text())["base_model_name_or_path"]
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise CheckpointError(f"{adapter} names no base_model_name_or_path: cannot tell which model the adapters belong to")
+        return base
     return model_name_or_path
 
 
@@ -85,7 +88,9 @@ def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto")
     config = _read_config(model_name_or_path)
     is_llava = config.model_type in LLAVA_MODEL_TYPES
     if requested == "pad" and not is_llava:
-        raise ValueError(f"--image_aspect_ratio pad is LLaVA's protocol; {config.model_type} checkpoints use anyres (their own processor)")
+        raise CheckpointError(
+            f"--image_aspect_ratio pad is LLaVA's protocol; {model_name_or_path} is a {config.model_type} checkpoint: use anyres or auto"
+        )
     if requested != "auto":
         return requested
     recorded = _recorded_in_processor(model_name_or_path) or getattr(config, "image_aspect_ratio", None)
@@ -135,8 +140,10 @@ def load_processor(
     """The checkpoint's processor (tokenizer, image processor, chat template) under the requested
     image protocol and conversation template (:mod:`mcmdpo.data.templates`)."""
     protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio)
+    # A LoRA adapter folder saved without its processor uses its base model's.
+    source = model_name_or_path if any((Path(model_name_or_path) / name).is_file() for name in PROCESSOR_FILES) else base_of(model_name_or_path)
     try:
-        processor = AutoProcessor.from_pretrained(model_name_or_path)
+        processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load a processor from {model_name_or_path}: {error}") from error
     if protocol == "pad":
@@ -194,8 +201,8 @@ def load_model(
     quantization_config: Any = None,
 ) -> PreTrainedModel:
     """A LLaVA (1.5), LLaVA-NeXT (1.6) or other image-text-to-text checkpoint with all its weights
-    (a trained vision tower included), or a LoRA adapter folder on its base, under the requested
-    image protocol. The protocol is written into the config, so a saved checkpoint records it."""
+    (a trained vision tower included), or a LoRA adapter folder merged into its base, under the
+    requested image protocol. The protocol is written into the config, so a saved checkpoint records it."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio)
@@ -217,5 +224,8 @@ def load_model(
     if base != model_name_or_path:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, model_name_or_path)
+        # Merged: a plain model, whether it is then evaluated, used as a reference, or trained on
+        # (a second LoRA on top of unmerged adapters would save neither properly).
+        model = PeftModel.from_pretrained(model, model_name_or_path).merge_and_unload()
+        model.config.image_aspect_ratio = protocol
     return model

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import TrainingArguments
 
@@ -157,4 +159,9 @@ class AltTextTrainingArguments(TrainingArguments):
                              "drop --dataloader_persistent_workers or add --fixed_negatives true")
         if self.negative_image not in NEGATIVE_IMAGE_TYPES:
             raise ValueError(f"--negative_image must be one of {NEGATIVE_IMAGE_TYPES}, got {self.negative_image!r}")
+        if (self.vision_tower_lr is not None or self.projector_lr is not None) and self.deepspeed:
+            config = self.deepspeed if isinstance(self.deepspeed, dict) else json.loads(Path(self.deepspeed).read_text())
+            if "optimizer" in config:
+                raise ValueError("--vision_tower_lr / --projector_lr need the Trainer's optimizer: the DeepSpeed config "
+                                 f"{self.deepspeed} defines its own, which would ignore them")
         super().__post_init__()

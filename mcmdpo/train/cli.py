@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, set_seed
 
-from mcmdpo.data.collate import PaddingCollator
+from mcmdpo.data.collate import SFTCollator
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import (
@@ -46,25 +46,7 @@ logger = logging.getLogger("mcmdpo.train")
 
 
 class SFTTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
-    """The plain Trainer, with cheap length grouping and per-component learning rates.
-
-    A batch of text-only records still runs the vision tower, on one blank image whose features
-    add nothing to the loss (as the original feeds text-only records a blank image): every process
-    then runs the same modules in the same order, which ZeRO-3's collective weight gathering needs,
-    and the tower's parameters get their (zero) gradient."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "pixel_values" in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        blank = self.train_dataset.blank_image_features()
-        blank = {key: value[None].to(self.args.device) for key, value in blank.items()}
-        blank["pixel_values"] = blank["pixel_values"].to(next(model.parameters()).dtype)
-        unwrapped = self.accelerator.unwrap_model(model)
-        unwrapped = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        features = unwrapped.get_image_features(**blank, return_dict=True).pooler_output
-        zero = sum(f.sum() for f in features) * 0.0
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return (result[0] + zero, result[1]) if return_outputs else result + zero
+    """The plain Trainer, with cheap length grouping and per-component learning rates."""
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, AltTextTrainingArguments]:
@@ -168,10 +150,12 @@ def reference_dtype(model_args: ModelArguments, training_args: AltTextTrainingAr
     return "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else model_args.model_dtype
 
 
-def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
+def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments, processor: Any) -> PreTrainedModel:
+    """The frozen reference, under the image protocol the policy's processor resolved (a reference
+    checkpoint that records another one would otherwise see other image tensors)."""
     return load_model(
         model_args.reference_path, reference_dtype(model_args, training_args), model_args.attn_implementation,
-        model_args.image_aspect_ratio,
+        processor.image_processor.image_aspect_ratio,
     )
 
 
@@ -184,7 +168,8 @@ def attach_reference_logps(
     key, description = cache_key(
         data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.sequences,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
-        [dataset.examples[p].idx for p in dataset.keep], model_args.image_aspect_ratio, model_args.conversation_template,
+        [dataset.examples[p].idx for p in dataset.keep], dataset.processor.image_processor.image_aspect_ratio,
+        dataset.processor.chat_template,
     )
     epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
     cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.sequences)))
@@ -194,7 +179,7 @@ def attach_reference_logps(
             logger.info("reference log-probs read from the cache (%s/%s.pt)", training_args.reference_cache_dir, key)
         dataset.reference_logps = cached
         return
-    reference = load_reference(model_args, training_args)
+    reference = load_reference(model_args, training_args, dataset.processor)
     trainer.reference_model = prepare_reference_model(reference, trainer)
     logps = trainer.compute_reference_logps(dataset, epochs)
     if main_process:
@@ -225,15 +210,19 @@ def run(
     set_seed(training_args.seed)
     pad_id = processor.tokenizer.pad_token_id
     if training_args.stage == "sft":
+        has_text_only = any(example.image is None for example in dataset.examples)
+        collator = SFTCollator(
+            pad_id, blank_image=dataset.blank_image_features() if has_text_only else None, image_token_id=processor.image_token_id
+        )
         trainer = SFTTrainer(
             model=build_policy(model_args, training_args), args=training_args, train_dataset=dataset,
-            data_collator=PaddingCollator(pad_id), processing_class=processor, callbacks=callbacks,
+            data_collator=collator, processing_class=processor, callbacks=callbacks,
         )
     else:
         model = build_policy(model_args, training_args)
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
-            live_reference = load_reference(model_args, training_args)
+            live_reference = load_reference(model_args, training_args, processor)
         collator = SharedPrefixCollator(pad_id) if training_args.shared_prefix else PreferenceCollator(pad_id)
         trainer = PreferenceTrainer(
             model=model, args=training_args, train_dataset=dataset, data_collator=collator,

@@ -51,7 +51,7 @@ def cache_key(
     reference_dtype: str,
     record_ids: list[Any],
     image_aspect_ratio: str,
-    conversation_template: str,
+    chat_template: str,
 ) -> tuple[str, dict[str, Any]]:
     """The key (a hex digest) and the description it digests, kept beside the cached tensor."""
     description = {
@@ -65,8 +65,10 @@ def cache_key(
         "max_length": max_length,
         "logps_reduction": logps_reduction,
         "reference_dtype": reference_dtype,
+        # How the policy's processor turns records into sequences (the reference fingerprint
+        # above covers the weights that score them).
         "image_aspect_ratio": image_aspect_ratio,
-        "conversation_template": conversation_template,
+        "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest(),
         # The records kept after length checks, in order: rows of the tensor.
         "records_sha256": hashlib.sha256(json.dumps(record_ids, default=str).encode()).hexdigest(),
     }
