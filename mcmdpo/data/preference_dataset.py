@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import process_image, tokenize_conversation
+from mcmdpo.data.lengths import LengthReport, check_lengths
 from mcmdpo.data.negatives import (
     NEGATIVE_IMAGE_TYPES,
     black_pixels,
@@ -96,6 +97,10 @@ class PreferenceDataset(Dataset):
         return len(self.keep)
 
     @property
+    def uses_negative_context(self) -> bool:
+        return any(triple_of(s)[0] for s in self.sequences)
+
+    @property
     def uses_negative_image(self) -> bool:
         return any(triple_of(s)[1] for s in self.sequences)
 
@@ -152,19 +157,33 @@ class PreferenceDataset(Dataset):
             return sizes[self.negative_context_index(position)]
         return size
 
+    def turns_of(self, position: int) -> dict[tuple[int, int], tuple[tuple[str, str], ...]]:
+        """Record ``position``'s conversation for each (context, response) choice: its own or
+        the lending record's question, its chosen or rejected alt-text."""
+        example = self.examples[position]
+        contexts = [example.question]
+        if self.uses_negative_context:
+            contexts.append(self.examples[self.negative_context_index(position)].question)
+        responses = (example.chosen, example.rejected)
+        return {(c, r): ((context, response),) for c, context in enumerate(contexts) for r, response in enumerate(responses)}
+
     def planned_conversations(
         self, position: int, sizes: Sequence[tuple[int, int] | None]
     ) -> list[tuple[tuple[tuple[str, str], ...], tuple[int, int] | None]]:
         """(turns, image size) of each sequence record ``position`` trains on, for length checks."""
-        example = self.examples[position]
-        contexts = [example.question]
-        if any(triple_of(s)[0] for s in self.sequences):
-            contexts.append(self.examples[self.negative_context_index(position)].question)
-        responses = (example.chosen, example.rejected)
+        turns = self.turns_of(position)
         image_sizes = [sizes[position], self.negative_image_size(position, sizes) if self.uses_negative_image else None]
-        return [
-            (((contexts[c], responses[r]),), image_sizes[m]) for c, m, r in (triple_of(s) for s in self.sequences)
-        ]
+        return [(turns[c, r], image_sizes[m]) for c, m, r in (triple_of(s) for s in self.sequences)]
+
+    def keep_what_fits(self, sizes: Sequence[tuple[int, int] | None], show_progress: bool = True) -> LengthReport:
+        """Measure every sequence of every record (:func:`~mcmdpo.data.lengths.check_lengths`),
+        train on the records that keep an answer token in each, and return the report."""
+        report = check_lengths(
+            self.examples, sizes, self.processor, self.max_length,
+            lambda position: self.planned_conversations(position, sizes), show_progress=show_progress,
+        )
+        self.keep = report.kept
+        return report
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         position = self.keep[index]
@@ -173,16 +192,13 @@ class PreferenceDataset(Dataset):
         images = [process_image(self.processor, image)]
         if self.uses_negative_image:
             images.append(self.negative_image(position, image, images[0]))
-        contexts = [example.question]
-        if any(triple_of(s)[0] for s in self.sequences):
-            contexts.append(self.examples[self.negative_context_index(position)].question)
-        responses = (example.chosen, example.rejected)
+        turns = self.turns_of(position)
         sequences = []
         for sequence in self.sequences:
             context, image_choice, response = triple_of(sequence)
             image_features = dict(images[image_choice])
             count = image_features.pop("num_image_tokens")
-            tokens = tokenize_conversation(self.processor, [(contexts[context], responses[response])], count, self.max_length)
+            tokens = tokenize_conversation(self.processor, turns[context, response], count, self.max_length)
             sequences.append({**tokens, **image_features})
         item: dict[str, Any] = {"sequences": sequences, "index": index}
         if self.reference_logps is not None:

@@ -13,9 +13,6 @@ from mcmdpo.data.conversation import encode_conversation, process_image
 from mcmdpo.data.records import SFTExample
 
 
-BLANK_COLOUR = (122, 116, 104)  # CLIP's mean colour, as LLaVA pads with it
-
-
 class SFTDataset(Dataset):
     """Encodes one example per item: the image (if the record has one: text-only records are
     accepted, as upstream accepts them) is decoded and processed on access."""
@@ -42,4 +39,5 @@ class SFTDataset(Dataset):
     def blank_image_features(self) -> dict[str, Any]:
         """Image tensors of one blank (mean-colour) image and its ``num_image_tokens``, for
         batches of text-only records (see :class:`~mcmdpo.data.collate.SFTCollator`)."""
-        return process_image(self.processor, Image.new("RGB", (336, 336), BLANK_COLOUR))
+        mean_colour = tuple(int(x * 255) for x in self.processor.image_processor.image_mean)  # as LLaVA pads
+        return process_image(self.processor, Image.new("RGB", (336, 336), mean_colour))

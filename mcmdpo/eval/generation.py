@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from mcmdpo.data.collate import pad_rows, stack_padded
+from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import encode_prompt, process_image
 from mcmdpo.data.records import TestExample
 
@@ -44,15 +44,12 @@ def generate_batch(
     """Responses for one batch. Prompts are tokenised exactly as training tokenises them
     (:func:`~mcmdpo.data.conversation.encode_prompt`) and padded on the left, so every row ends
     where its answer starts and the new tokens line up."""
-    rows, image_features = [], []
+    rows = []
     for question, image in zip(questions, images):
         features = process_image(processor, image)
-        rows.append(encode_prompt(processor, question, features.pop("num_image_tokens")))
-        image_features.append(features)
-    pad_id = processor.tokenizer.pad_token_id
-    inputs = {"input_ids": pad_rows(rows, pad_id, left=True), "attention_mask": pad_rows([[1] * len(r) for r in rows], 0, left=True)}
-    for key in image_features[0]:
-        inputs[key] = stack_padded([torch.as_tensor(features[key]) for features in image_features])
+        ids = encode_prompt(processor, question, features.pop("num_image_tokens"))
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), **features})
+    inputs = PaddingCollator(processor.tokenizer.pad_token_id, padding_side="left")(rows)
     device = next(model.parameters()).device
     inputs = {key: value.to(device) for key, value in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

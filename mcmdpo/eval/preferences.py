@@ -21,7 +21,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
 from mcmdpo.data.records import DataValidationError
@@ -70,11 +69,7 @@ def evaluate_preferences(
     loaded = load_examples(data_path, "preference", image_folder, show_progress=show_progress)
     processor = load_processor(str(model_path), image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template)
     dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, negatives)
-    report = check_lengths(
-        loaded.examples, loaded.image_sizes, processor, max_length,
-        lambda position: dataset.planned_conversations(position, loaded.image_sizes), show_progress=False,
-    )
-    dataset.keep = report.kept
+    dataset.keep_what_fits(loaded.image_sizes, show_progress=False)
     model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
     if torch.cuda.is_available():
         model = model.cuda()

@@ -48,6 +48,7 @@ class CheckpointError(RuntimeError):
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IMAGE_ASPECT_RATIOS = ("auto", "pad", "anyres")
+PROTOCOLS = IMAGE_ASPECT_RATIOS[1:]  # what "auto" resolves to
 LLAVA_MODEL_TYPES = ("llava", "llava_next")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
@@ -76,16 +77,17 @@ def _recorded_in_processor(model_name_or_path: str) -> str | None:
         if path.is_file():
             saved = json.loads(path.read_text())
             saved = saved.get("image_processor", saved)
-            if saved.get("image_aspect_ratio") in ("pad", "anyres"):
+            if saved.get("image_aspect_ratio") in PROTOCOLS:
                 return saved["image_aspect_ratio"]
     return None
 
 
-def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto") -> str:
-    """``pad`` or ``anyres`` for a checkpoint (see the module docstring)."""
+def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto", config: PretrainedConfig | None = None) -> str:
+    """``pad`` or ``anyres`` for a checkpoint (see the module docstring); ``config``: its config,
+    when the caller has read it already."""
     if requested not in IMAGE_ASPECT_RATIOS:
         raise ValueError(f"--image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {requested!r}")
-    config = _read_config(model_name_or_path)
+    config = config or _read_config(model_name_or_path)
     is_llava = config.model_type in LLAVA_MODEL_TYPES
     if requested == "pad" and not is_llava:
         raise CheckpointError(
@@ -94,7 +96,7 @@ def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto")
     if requested != "auto":
         return requested
     recorded = _recorded_in_processor(model_name_or_path) or getattr(config, "image_aspect_ratio", None)
-    if recorded in ("pad", "anyres"):
+    if recorded in PROTOCOLS:
         return recorded
     return "pad" if is_llava else "anyres"
 
@@ -205,9 +207,9 @@ def load_model(
     requested image protocol. The protocol is written into the config, so a saved checkpoint records it."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
-    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio)
     base = base_of(model_name_or_path)
     config = _read_config(model_name_or_path)
+    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -80,11 +80,7 @@ def load_training_data(data_args: DataArguments, training_args: AltTextTrainingA
         )
         sequences = DPO_SEQUENCES if training_args.stage == "dpo" else ALL_SEQUENCES
         dataset = PreferenceDataset(loaded.examples, processor, data_args.image_folder, training_args.max_length, negatives, sequences)
-        report = check_lengths(
-            loaded.examples, loaded.image_sizes, processor, training_args.max_length,
-            lambda position: dataset.planned_conversations(position, loaded.image_sizes), show_progress=main_process,
-        )
-        dataset.keep = report.kept
+        report = dataset.keep_what_fits(loaded.image_sizes, show_progress=main_process)
     if main_process:
         logger.info("%s: %s", data_args.data_path, report.summary())
         if report.dropped:
