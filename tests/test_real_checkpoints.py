@@ -108,18 +108,26 @@ def test_pad_is_the_originals_expand2square(like_checkpoints):
     torch.testing.assert_close(process_image(processor, image)["pixel_values"], expected, rtol=0, atol=2e-2)
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_training_sequences_equal_the_original_rendering(like_checkpoints, twitter_train, tmp_path, legacy):
+@pytest.mark.parametrize("tokenizer", ["as loaded", "LlamaTokenizer legacy=False", "LlamaTokenizer legacy=True"])
+def test_training_sequences_equal_the_original_rendering(like_checkpoints, twitter_train, tmp_path, tokenizer):
     """Token for token: LLaVA's conv_vicuna_v1 text, split at <image>, each piece tokenised on its
     own by the LLaMA-2 tokenizer (the first with BOS), 576 image tokens; labels from the first
-    answer token through </s>. The same ids whatever the checkpoint's `legacy` flag says."""
+    answer token through </s>. The same ids however transformers builds the tokenizer: from the
+    checkpoint folder (tokenizer.json's own pipeline), or as a LlamaTokenizer rebuilt from the
+    `legacy` flag (with legacy=False no "▁" follows <image> when the text is tokenised whole)."""
     path = like_checkpoints["llava-v1.6-vicuna-7b"]
-    config = json.loads((path / "tokenizer_config.json").read_text())
-    (tmp_path / "ckpt").mkdir()
-    for file in path.iterdir():
-        (tmp_path / "ckpt" / file.name).write_bytes(file.read_bytes())
-    (tmp_path / "ckpt" / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": legacy}))
-    processor = load_processor(str(tmp_path / "ckpt"), image_aspect_ratio="pad")
+    processor = load_processor(str(path), image_aspect_ratio="pad")
+    if tokenizer != "as loaded":
+        from transformers import LlamaTokenizer
+
+        legacy = tokenizer.endswith("True")
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        (tmp_path / "tokenizer").mkdir()
+        (tmp_path / "tokenizer" / "tokenizer.json").write_bytes((path / "tokenizer.json").read_bytes())
+        (tmp_path / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": legacy}))
+        processor.tokenizer = LlamaTokenizer.from_pretrained(tmp_path / "tokenizer")
+        scheme = "always" if legacy else "first"
+        assert f"prepend_scheme={scheme}" in str(processor.tokenizer.backend_tokenizer.pre_tokenizer)
     backend = llama2_backend()
     loaded, images = twitter_train
     dataset = PreferenceDataset(loaded.examples, processor, images, 2048, NegativeConfig())
