@@ -7,10 +7,13 @@ from PIL import Image
 from mcmdpo.data import load_examples
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation, plan_sequence, render_prompt
+from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.sft_dataset import SFTDataset
 
 IMAGE = Image.new("RGB", (64, 64), (30, 30, 200))
+LLAVA = ImageInputs()  # what the tiny LLaVA-1.5 processor gives for an image
+SIXTEEN_IMAGE_TOKENS = "<image>" * 16  # (32 / 8)^2 patches; the CLS token is dropped
 
 
 def answer_text(processor, features) -> str:
@@ -18,7 +21,7 @@ def answer_text(processor, features) -> str:
 
 
 def test_labels_cover_the_answer_only(processor):
-    features = encode_conversation(processor, IMAGE, [("Given an image and context.\nContext:\nhi", "A blue circle.")])
+    features = encode_conversation(processor, IMAGE, [("Given an image and context.\nContext:\nhi", "A blue circle.")], LLAVA)
     ids, labels = features["input_ids"], features["labels"]
     assert len(ids) == len(labels) == len(features["attention_mask"])
     assert answer_text(processor, features) == " A blue circle.</s>"
@@ -29,7 +32,7 @@ def test_labels_cover_the_answer_only(processor):
     first = next(i for i, t in enumerate(labels) if t != IGNORE_INDEX)
     assert processor.tokenizer.decode([t for t in ids[:first] if t != processor.image_token_id]).endswith("hi ASSISTANT:")
     assert labels[first:] == ids[first:]
-    assert features["pixel_values"].shape == (3, 32, 32)
+    assert features["pixel_values"].shape == (1, 3, 32, 32)
 
 
 def test_prompt_matches_template(processor):
@@ -37,7 +40,7 @@ def test_prompt_matches_template(processor):
 
 
 def test_multi_turn_labels_every_answer(processor):
-    features = encode_conversation(processor, IMAGE, [("First?", "One."), ("Second?", "Two.")])
+    features = encode_conversation(processor, IMAGE, [("First?", "One."), ("Second?", "Two.")], LLAVA)
     assert answer_text(processor, features) == " One.</s> Two.</s>"
     text = processor.tokenizer.decode([t for t in features["input_ids"] if t != processor.image_token_id])
     assert text == "<s>USER: \nFirst? ASSISTANT: One.</s>USER: Second? ASSISTANT: Two.</s>"
@@ -45,17 +48,17 @@ def test_multi_turn_labels_every_answer(processor):
 
 def test_plan_matches_encoding(processor):
     turns = [("Given an image.\nContext:\nsome post", "A red square on the left.")]
-    features = encode_conversation(processor, IMAGE, turns)
-    plan = plan_sequence(processor, turns, 16)
+    features = encode_conversation(processor, IMAGE, turns, LLAVA)
+    plan = plan_sequence(processor, turns, SIXTEEN_IMAGE_TOKENS)
     assert plan.length == len(features["input_ids"])
     assert plan.first_answer == next(i for i, t in enumerate(features["labels"]) if t != IGNORE_INDEX)
 
 
 def test_truncation_drops_and_counts(processor, synthetic_dir):
     loaded = load_examples(synthetic_dir / "sft_train.json", "sft", synthetic_dir / "image", show_progress=False)
-    plans = [plan_sequence(processor, e.turns, 16) for e in loaded.examples]
+    plans = [plan_sequence(processor, e.turns, SIXTEEN_IMAGE_TOKENS) for e in loaded.examples]
     max_length = sorted(p.first_answer for p in plans)[len(plans) // 2]  # half the prompts reach it
-    report = check_lengths(loaded.examples, loaded.image_sizes, processor, max_length, show_progress=False)
+    report = check_lengths(loaded.examples, loaded.image_sizes, processor, max_length, LLAVA, show_progress=False)
     kept = [loaded.examples[position] for position in report.kept]
     expected_dropped = [e.idx for e, p in zip(loaded.examples, plans) if p.first_answer >= max_length]
     assert report.dropped == expected_dropped and 0 < len(report.dropped) < len(plans)
@@ -64,15 +67,15 @@ def test_truncation_drops_and_counts(processor, synthetic_dir):
     assert f"{len(report.dropped)} dropped" in report.summary()
     assert report.as_dict()["image_tokens"] == {"min": 16, "median": 16, "max": 16}
     # What is kept still trains on at least one answer token, cut to max_length.
-    dataset = SFTDataset(kept, processor, synthetic_dir / "image", max_length)
+    dataset = SFTDataset(kept, processor, synthetic_dir / "image", max_length, LLAVA)
     for item in dataset:
         assert len(item["input_ids"]) <= max_length
         assert any(t != IGNORE_INDEX for t in item["labels"])
 
 
 def test_collator_pads_right_and_masks(processor):
-    short = encode_conversation(processor, IMAGE, [("Q", "A.")])
-    long = encode_conversation(processor, IMAGE, [("A much longer question here", "A longer answer.")])
+    short = encode_conversation(processor, IMAGE, [("Q", "A.")], LLAVA)
+    long = encode_conversation(processor, IMAGE, [("A much longer question here", "A longer answer.")], LLAVA)
     batch = PaddingCollator(processor.tokenizer.pad_token_id)([short, long])
     n = len(short["input_ids"])
     assert batch["input_ids"].shape == (2, len(long["input_ids"]))
@@ -100,10 +103,11 @@ def test_encoding_equals_the_processors_own_expansion(tmp_path):
         processor = load_processor(str(path), image_aspect_ratio="anyres")
         for size in ((64, 64), (80, 30), (20, 90)):
             image = Image.new("RGB", size, (10, 200, 10))
-            ours = encode_conversation(processor, image, turns)
+            inputs = ImageInputs(("pixel_values", "image_sizes")) if architecture == "llava_next" else LLAVA
+            ours = encode_conversation(processor, image, turns, inputs)
             text, _ = render_conversation(processor, turns)
             theirs = processor(text=[text], images=[image], return_tensors="pt")
             assert ours["input_ids"] == theirs["input_ids"][0].tolist(), (architecture, size)
             for key in theirs:
                 if key not in ("input_ids", "attention_mask"):
-                    torch.testing.assert_close(ours[key], theirs[key][0], rtol=0, atol=0)
+                    torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)

@@ -16,13 +16,17 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import encode_conversation
 from mcmdpo.data.templates import VICUNA_V1_CHAT_TEMPLATE, VICUNA_V1_SYSTEM
-from mcmdpo.model import component_of, load_model, load_processor, set_trainable_components
+from mcmdpo.data.image_inputs import ImageInputs
+from mcmdpo.model import load_family, load_model, load_processor, set_trainable_components
+from mcmdpo.model.families import BY_NAME
+
+component_of = BY_NAME["llava"].component_of
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 
 
-def _batch(processor):
+def _batch(processor, inputs=ImageInputs()):
     image = Image.new("RGB", (48, 32), (200, 30, 30))
-    features = [encode_conversation(processor, image, [("Describe the image.", "A red square.")])]
+    features = [encode_conversation(processor, image, [("Describe the image.", "A red square.")], inputs)]
     return PaddingCollator(processor.tokenizer.pad_token_id)(features)
 
 
@@ -73,7 +77,8 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, architecture, protoco
     path = write_tiny_checkpoint(tmp_path / "ckpt", TinyModelSpec(architecture=architecture))
     model, processor = load_model(str(path), image_aspect_ratio=protocol), load_processor(str(path), image_aspect_ratio=protocol)
     assert type(model).__name__ == model_class
-    batch = _batch(processor)
+    inputs = load_family(str(path), protocol).inputs
+    batch = _batch(processor, inputs)
     model.eval()
     with torch.no_grad():
         before = model(**batch).logits
@@ -81,7 +86,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, architecture, protoco
     processor.save_pretrained(tmp_path / "again")
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "again").eval()
     with torch.no_grad():
-        after = reloaded(**_batch(AutoProcessor.from_pretrained(tmp_path / "again"))).logits
+        after = reloaded(**_batch(AutoProcessor.from_pretrained(tmp_path / "again"), inputs)).logits
     torch.testing.assert_close(before, after, rtol=0, atol=0)
     assert reloaded.config.image_aspect_ratio == protocol  # recorded, so inference uses what training used
     assert load_processor(str(tmp_path / "again")).image_processor.image_aspect_ratio == protocol

@@ -8,9 +8,17 @@ import pytest
 import torch
 
 from mcmdpo.data import load_examples
-from mcmdpo.data.conversation import IGNORE_INDEX, process_image
+from mcmdpo.data.conversation import IGNORE_INDEX
+from mcmdpo.data.image_inputs import ImageInputs, encode_image
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels, diffusion_coefficients, negative_image_seed
 from mcmdpo.data.preference_dataset import DPO_SEQUENCES, NegativeConfig, PreferenceCollator, PreferenceDataset
+
+LLAVA = ImageInputs()
+
+
+def pixels(processor, image):
+    return encode_image(processor, image, LLAVA).tensors["pixel_values"]
+
 
 NAMES = ["cw_mw_yw", "cw_mw_yl", "cw_ml_yw", "cw_ml_yl", "cl_mw_yw", "cl_mw_yl", "cl_ml_yw", "cl_ml_yl"]
 
@@ -21,7 +29,7 @@ def pref_examples(synthetic_dir):
 
 
 def make_dataset(examples, processor, synthetic_dir, **negatives) -> PreferenceDataset:
-    return PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, NegativeConfig(**negatives))
+    return PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, LLAVA, NegativeConfig(**negatives))
 
 
 def decoded_text(processor, ids) -> str:
@@ -36,7 +44,7 @@ def test_the_eight_sequences_hold_the_right_triples(pref_examples, processor, sy
     assert other is not example and other.question != example.question
     item = dataset[index]
     assert len(item["sequences"]) == 8
-    clean = process_image(processor, example.image.open(synthetic_dir / "image"))["pixel_values"]
+    clean = pixels(processor, example.image.open(synthetic_dir / "image"))
     noisy = diffuse_pixels(clean, 700, negative_image_seed(5, index, epoch=0))
     for name, sequence in zip(NAMES, item["sequences"]):
         context = example.question if name[1] == "w" else other.question
@@ -50,7 +58,7 @@ def test_the_eight_sequences_hold_the_right_triples(pref_examples, processor, sy
 
 
 def test_dpo_batch_holds_the_response_pair_only(pref_examples, processor, synthetic_dir):
-    dataset = PreferenceDataset(pref_examples, processor, synthetic_dir / "image", 2048, sequences=DPO_SEQUENCES)
+    dataset = PreferenceDataset(pref_examples, processor, synthetic_dir / "image", 2048, LLAVA, sequences=DPO_SEQUENCES)
     item = dataset[0]
     texts = [decoded_text(processor, s["input_ids"]) for s in item["sequences"]]
     q = pref_examples[0].question
@@ -76,7 +84,7 @@ def test_negatives_repeat_with_the_seed_and_change_with_it(pref_examples, proces
     for (context_a, pixels_a), (context_b, pixels_b) in zip(first, again):
         assert context_a == context_b and torch.equal(pixels_a, pixels_b)
     assert [c for c, _ in first] != [c for c, _ in other]
-    clean = [process_image(processor, e.image.open(synthetic_dir / "image"))["pixel_values"] for e in pref_examples[:8]]
+    clean = [pixels(processor, e.image.open(synthetic_dir / "image")) for e in pref_examples[:8]]
     assert not any(torch.equal(pixels, image) for (_, pixels), image in zip(first, clean))  # m_l is never m_w
     if image_type != "black":  # a black image has nothing to draw at random
         assert any(not torch.equal(a, b) for (_, a), (_, b) in zip(first, other))

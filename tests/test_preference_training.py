@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
+from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data import load_examples
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.data.synthetic import write_dataset
@@ -89,7 +90,7 @@ def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, 
     assert description["negatives"] == {"image_type": "diffusion", "diffusion_step": 700, "seed": 0, "fixed": False}
 
     examples = load_examples(synthetic_dir / "pref_train.json", "preference", synthetic_dir / "image", show_progress=False).examples
-    dataset = PreferenceDataset(examples, None, synthetic_dir / "image", 2048, NegativeConfig())
+    dataset = PreferenceDataset(examples, None, synthetic_dir / "image", 2048, ImageInputs(), NegativeConfig())
     from mcmdpo.model import load_processor
 
     dataset.processor = load_processor(str(tiny_checkpoint))

@@ -16,7 +16,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import UPSTREAM_SAMPLES
 from mcmdpo.data import load_examples
-from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation, process_image
+from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation
+from mcmdpo.data.image_inputs import ImageInputs, encode_image
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.negatives import crop_size, negative_image_seed
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
@@ -27,6 +28,12 @@ from mcmdpo.model.real_tokenizers import llama2_backend
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 
 LIKE = ("llava-1.5-7b", "llava-v1.6-vicuna-7b")
+
+LLAVA, LLAVA_NEXT = ImageInputs(), ImageInputs(("pixel_values", "image_sizes"))
+
+
+def pixels(processor, image):
+    return encode_image(processor, image, LLAVA).tensors["pixel_values"]
 
 
 def upstream(*parts: str):
@@ -89,10 +96,11 @@ def test_pad_gives_576_image_tokens_on_every_real_sample_image(like_checkpoints,
     for path in images:
         with Image.open(path) as image:
             image = image.convert("RGB")
-        features = process_image(processor, image)
-        assert features["num_image_tokens"] == 576 and tuple(features["pixel_values"].shape) == (3, 336, 336), path
+        encoded = encode_image(processor, image, LLAVA)
+        assert encoded.replacement == "<image>" * 576 and tuple(encoded.tensors["pixel_values"].shape) == (1, 3, 336, 336), path
         if name == "llava-v1.6-vicuna-7b" and image.width != image.height:
-            assert process_image(anyres, image)["num_image_tokens"] > 1200  # tiles: what pad protects from
+            tiles = encode_image(anyres, image, LLAVA_NEXT).replacement
+            assert tiles.count("<image>") > 1200  # tiles: what pad protects from
 
 
 def test_pad_is_the_originals_expand2square(like_checkpoints):
@@ -105,7 +113,7 @@ def test_pad_is_the_originals_expand2square(like_checkpoints):
     resized = torch.from_numpy(np.asarray(square.resize((336, 336), Image.BICUBIC), dtype=np.float32))
     mean, std = torch.tensor(processor.image_processor.image_mean), torch.tensor(processor.image_processor.image_std)
     expected = ((resized / 255 - mean) / std).permute(2, 0, 1)
-    torch.testing.assert_close(process_image(processor, image)["pixel_values"], expected, rtol=0, atol=2e-2)
+    torch.testing.assert_close(pixels(processor, image), expected[None], rtol=0, atol=2e-2)
 
 
 @pytest.mark.parametrize("tokenizer", ["as loaded", "LlamaTokenizer legacy=False", "LlamaTokenizer legacy=True"])
@@ -130,7 +138,7 @@ def test_training_sequences_equal_the_original_rendering(like_checkpoints, twitt
         assert f"prepend_scheme={scheme}" in str(processor.tokenizer.backend_tokenizer.pre_tokenizer)
     backend = llama2_backend()
     loaded, images = twitter_train
-    dataset = PreferenceDataset(loaded.examples, processor, images, 2048, NegativeConfig())
+    dataset = PreferenceDataset(loaded.examples, processor, images, 2048, LLAVA, NegativeConfig())
     for index in range(len(dataset)):
         example = loaded.examples[index]
         item = dataset[index]
@@ -152,31 +160,31 @@ def test_negative_images_as_the_original_makes_them(like_checkpoints, twitter_tr
     examples = loaded.examples
 
     def negative(image_type: str, epoch: int = 0, fixed: bool = False, position: int = 1) -> torch.Tensor:
-        dataset = PreferenceDataset(examples, processor, folder, 2048, NegativeConfig(image_type, seed=3, fixed=fixed))
+        dataset = PreferenceDataset(examples, processor, folder, 2048, LLAVA, NegativeConfig(image_type, seed=3, fixed=fixed))
         dataset.set_negatives_epoch(epoch)
         return dataset[position]["sequences"][2]["pixel_values"]  # (c_w, m_l, y_w)
 
     image = examples[1].image.open(folder)
     assert image.height > 320 and image.width > 240
-    clean = process_image(processor, image)["pixel_values"]
+    clean = pixels(processor, image)
     # black: zeros of the normalised tensor, i.e. the mean colour, not black pixels.
     assert torch.equal(negative("black"), torch.zeros_like(clean))
     # rotate: an angle in [10, 80] counter-clockwise, nearest neighbour, black corners, same size.
     angle = random.Random(negative_image_seed(3, 1, 0)).uniform(10, 80)
     assert 10 <= angle <= 80
     rotated = image.rotate(angle, resample=Image.NEAREST, expand=False, fillcolor=(0, 0, 0))
-    torch.testing.assert_close(negative("rotate"), process_image(processor, rotated)["pixel_values"], rtol=0, atol=0)
+    torch.testing.assert_close(negative("rotate"), pixels(processor, rotated), rtol=0, atol=0)
     # crop: a window min(H, 320) tall and min(W, 240) wide, at a seeded position.
     rng = random.Random(negative_image_seed(3, 1, 0))
     height, width = crop_size(image.height, image.width)
     assert (height, width) == (320, 240)
     top, left = rng.randint(0, image.height - height), rng.randint(0, image.width - width)
     cropped = image.crop((left, top, left + width, top + height))
-    torch.testing.assert_close(negative("crop"), process_image(processor, cropped)["pixel_values"], rtol=0, atol=0)
+    torch.testing.assert_close(negative("crop"), pixels(processor, cropped), rtol=0, atol=0)
     # random: the image of the record that supplies the negative context.
-    dataset = PreferenceDataset(examples, processor, folder, 2048, NegativeConfig("random", seed=3))
+    dataset = PreferenceDataset(examples, processor, folder, 2048, LLAVA, NegativeConfig("random", seed=3))
     partner = examples[dataset.negative_context_index(1)]
-    torch.testing.assert_close(negative("random"), process_image(processor, partner.image.open(folder))["pixel_values"])
+    torch.testing.assert_close(negative("random"), pixels(processor, partner.image.open(folder)))
     item = dataset[1]
     assert processor.tokenizer.decode(item["sequences"][4]["input_ids"]).count(partner.question.strip()[:40]) == 1
     # diffusion: new noise every epoch, the same noise for the same seed, record and epoch.
@@ -194,8 +202,10 @@ def test_an_other_records_context_that_swallows_the_answer_is_reported(processor
     sizes = loaded.image_sizes[:6]
 
     def report_of(records):
-        dataset = PreferenceDataset(records, processor, synthetic_dir / "image", 2048, NegativeConfig())
-        return dataset, check_lengths(records, sizes, processor, 260, lambda p: dataset.planned_conversations(p, sizes), show_progress=False)
+        dataset = PreferenceDataset(records, processor, synthetic_dir / "image", 2048, LLAVA, NegativeConfig())
+        return dataset, check_lengths(
+            records, sizes, processor, 260, LLAVA, lambda p: dataset.planned_conversations(p, sizes), show_progress=False
+        )
 
     # At 260 tokens every record fits with its own and its lender's context...
     _, before = report_of(loaded.examples[:6])
@@ -218,7 +228,7 @@ def test_the_checkpoints_own_template_gets_no_stray_space_before_eos(like_checkp
     answer directly, as in the original, not a lone "▁" token."""
     processor = load_processor(str(like_checkpoints["llava-1.5-7b"]), image_aspect_ratio="pad", conversation_template="checkpoint")
     assert processor.chat_template == LLAVA_HF_CHAT_TEMPLATE
-    features = encode_conversation(processor, Image.new("RGB", (400, 300)), [("Describe it.", "A grey box.")])
+    features = encode_conversation(processor, Image.new("RGB", (400, 300)), [("Describe it.", "A grey box.")], LLAVA)
     ids = features["input_ids"]
     assert ids[-1] == 2 and ids[-2] != 29871
     assert processor.tokenizer.decode([t for t in features["labels"] if t != IGNORE_INDEX]) == "A grey box.</s>"

@@ -85,9 +85,12 @@ def test_a_text_only_batch_carries_a_masked_blank_image_that_changes_nothing(tin
     from mcmdpo.data.conversation import encode_conversation
     from mcmdpo.data.sft_dataset import SFTDataset
 
-    features = [encode_conversation(processor, None, [(f"Say {i}.", f"{i} and {i}.")]) for i in range(3)]
-    blank = SFTDataset([], processor, None, 2048).blank_image_features()
-    with_blank = SFTCollator(processor.tokenizer.pad_token_id, blank_image=blank, image_token_id=processor.image_token_id)(features)
+    from mcmdpo.data.image_inputs import ImageInputs
+
+    features = [encode_conversation(processor, None, [(f"Say {i}.", f"{i} and {i}.")], ImageInputs()) for i in range(3)]
+    blank_image, blank_tokens = SFTDataset([], processor, None, 2048, ImageInputs()).blank_image()
+    collate = SFTCollator(processor.tokenizer.pad_token_id, blank_image=blank_image, blank_tokens=blank_tokens)
+    with_blank = collate(features)
     plain = PaddingCollator(processor.tokenizer.pad_token_id)(features)
     assert "pixel_values" in with_blank and "pixel_values" not in plain
     assert (with_blank["input_ids"][0] == processor.image_token_id).sum() == 16
@@ -95,8 +98,8 @@ def test_a_text_only_batch_carries_a_masked_blank_image_that_changes_nothing(tin
     with torch.no_grad():
         assert model(**with_blank).loss.item() == pytest.approx(model(**plain).loss.item(), abs=1e-6)
     # A batch with an image is left as it is.
-    image_batch = SFTCollator(processor.tokenizer.pad_token_id, blank_image=blank, image_token_id=processor.image_token_id)(
-        [encode_conversation(processor, __import__("PIL.Image").Image.new("RGB", (32, 32)), [("Q", "A.")]), features[0]]
+    image_batch = collate(
+        [encode_conversation(processor, __import__("PIL.Image").Image.new("RGB", (32, 32)), [("Q", "A.")], ImageInputs()), features[0]]
     )
     assert image_batch["pixel_values"].shape[0] == 1
 

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data import load_examples
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.sft_dataset import SFTDataset
@@ -34,7 +35,7 @@ def held_out_loss(model_path, data_dir) -> float:
     from mcmdpo.data.records import SFTExample
 
     examples = [SFTExample(e.idx, e.image, t, e.location) for e, t in zip(loaded.examples, turns)]
-    dataset = SFTDataset(examples, processor, data_dir / "image", max_length=2048)
+    dataset = SFTDataset(examples, processor, data_dir / "image", 2048, ImageInputs())
     batch = PaddingCollator(processor.tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         return model(**batch).loss.item()

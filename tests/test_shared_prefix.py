@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mcmdpo.data import load_examples
+from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
 from mcmdpo.model import load_model, load_processor
@@ -25,8 +26,8 @@ def loss_and_grads(checkpoint, items, collate, logps_fn):
     return logps.detach(), losses.mean().item(), grads
 
 
-def assert_same_step(checkpoint, processor, examples, image_folder, negatives):
-    dataset = PreferenceDataset(examples, processor, image_folder, 2048, negatives)
+def assert_same_step(checkpoint, processor, examples, image_folder, negatives, inputs=ImageInputs()):
+    dataset = PreferenceDataset(examples, processor, image_folder, 2048, inputs, negatives)
     items = [dataset[i] for i in range(len(examples))]
     prompt_lengths = {len(s["input_ids"]) - sum(l != -100 for l in s["labels"]) for item in items for s in item["sequences"]}
     assert len(prompt_lengths) > 1  # prompts of different lengths share one batch
@@ -83,7 +84,7 @@ def test_shared_prefix_step_for_dpo(tiny_checkpoint, processor, synthetic_dir):
     from mcmdpo.train.losses import dpo_loss
 
     examples = load_examples(synthetic_dir / "pref_train.json", "preference", synthetic_dir / "image", show_progress=False).examples[:5]
-    dataset = PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, sequences=DPO_SEQUENCES)
+    dataset = PreferenceDataset(examples, processor, synthetic_dir / "image", 2048, ImageInputs(), sequences=DPO_SEQUENCES)
     items = [dataset[i] for i in range(len(examples))]
     pad = processor.tokenizer.pad_token_id
 

@@ -1,4 +1,4 @@
-"""Batching encoded examples: pad token sequences, stack image tensors."""
+"""Batching encoded examples: pad token sequences, concatenate image tensors."""
 
 from __future__ import annotations
 
@@ -8,20 +8,10 @@ from typing import Any
 import torch
 
 from mcmdpo.data.conversation import IGNORE_INDEX
+from mcmdpo.data.image_inputs import EncodedImage, concat_padded
 
-PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX}
-
-
-def stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack tensors, zero-padding the first dimension where it differs (LLaVA-NeXT gives each
-    image its own number of patches; the model reads the true count from ``image_sizes``)."""
-    longest = max(t.shape[0] for t in tensors)
-    if all(t.shape[0] == longest for t in tensors):
-        return torch.stack(tensors)
-    padded = tensors[0].new_zeros((len(tensors), longest, *tensors[0].shape[1:]))
-    for row, tensor in enumerate(tensors):
-        padded[row, : tensor.shape[0]] = tensor
-    return padded
+# Per-token inputs and what pads them (None: the pad token); the image-token flags some families take pad with 0.
+PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0, "token_type_ids": 0}
 
 
 def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -49,7 +39,7 @@ class PaddingCollator:
         # Image tensors of the rows that have an image (text-only rows have none).
         image_keys = dict.fromkeys(key for f in features for key in f if key not in PAD_VALUES)
         for key in image_keys:
-            batch[key] = stack_padded([torch.as_tensor(f[key]) for f in features if key in f])
+            batch[key] = concat_padded([torch.as_tensor(f[key]) for f in features if key in f])
         return batch
 
 
@@ -57,22 +47,22 @@ class PaddingCollator:
 class SFTCollator(PaddingCollator):
     """PaddingCollator for SFT batches, which may hold text-only records (as upstream's data does).
 
-    A batch with no image at all still carries one blank image, its placeholder tokens appended
-    to the first row after its last token with attention and labels masked: every process then
-    runs the same forward (embeddings, vision tower, projector, language model, in that order),
-    which ZeRO-3's collective weight gathering needs, while no real token can see the blank image
-    (attention is causal and the blank comes last) and the loss is unchanged."""
+    A batch with no image at all still carries one blank image, its tokens appended to the first
+    row after its last token with attention and labels masked: every process then runs the same
+    forward (embeddings, vision tower, projector, language model, in that order), which ZeRO-3's
+    collective weight gathering needs, while no real token can see the blank image (attention is
+    causal and the blank comes last) and the loss is unchanged."""
 
-    blank_image: dict[str, Any] | None = None  # image tensors of a blank image, and its num_image_tokens
-    image_token_id: int | None = None
+    blank_image: EncodedImage | None = None
+    blank_tokens: dict[str, list[int]] | None = None  # the blank image's tokens: input_ids and any image-token flags
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.blank_image is not None and not any("pixel_values" in f for f in features):
-            blank = dict(self.blank_image)
-            count = blank.pop("num_image_tokens")
             first = dict(features[0])
-            first["input_ids"] = list(first["input_ids"]) + [self.image_token_id] * count
+            count = len(self.blank_tokens["input_ids"])
+            for key, values in self.blank_tokens.items():
+                first[key] = list(first[key]) + list(values)
             first["attention_mask"] = list(first["attention_mask"]) + [0] * count
             first["labels"] = list(first["labels"]) + [IGNORE_INDEX] * count
-            features = [{**first, **blank}, *features[1:]]
+            features = [{**first, **self.blank_image.tensors}, *features[1:]]
         return super().__call__(features)

@@ -1,5 +1,6 @@
-"""Prompting and labels: render a conversation with the processor's chat template, tokenise it with
-the image placeholder expanded by the processor, and mask every label that is not answer text."""
+"""Prompting and labels: render a conversation with the processor's chat template, expand the image
+placeholder into the text the processor expands it into, tokenise, and mask every label that is
+not answer text (the answer and the token that closes its turn)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image
 from mcmdpo.data.templates import splits_at_image
 
 IGNORE_INDEX = -100
+Span = tuple[int, int]
 
 
 def build_messages(turns: Sequence[tuple[str, str | None]], with_image: bool = True) -> list[dict[str, Any]]:
@@ -32,156 +35,187 @@ def render_prompt(processor: Any, question: str, with_image: bool = True) -> str
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def render_conversation(
-    processor: Any, turns: Sequence[tuple[str, str]], with_image: bool = True
-) -> tuple[str, list[tuple[int, int]]]:
-    """Full conversation text and the character span of each answer (with its end-of-turn token).
+def closes_turn(processor: Any, text: str) -> bool:
+    """Whether ``text`` ends with a special token (the template's end of turn: ``</s>``,
+    ``<|im_end|>``, ``<end_of_turn>``, ``<end_of_utterance>``)."""
+    return any(token and text.endswith(token) for token in processor.tokenizer.all_special_tokens)
+
+
+def render_conversation(processor: Any, turns: Sequence[tuple[str, str]], with_image: bool = True) -> tuple[str, list[Span]]:
+    """Full conversation text and the character span of each answer, through the token that
+    closes its turn and not the whitespace the template writes after it.
 
     Spans come from rendering growing prefixes of the conversation, so they hold for any chat
-    template whose rendering of a prefix is a prefix of the whole, which we check."""
+    template whose rendering of a prefix is a prefix of the whole, which we check. Where the
+    template closes the last answer with no special token (llava-hf's ends it with a space), the
+    tokenizer's EOS is appended so the model learns to stop."""
     messages = build_messages(turns, with_image)
     text = processor.apply_chat_template(messages, tokenize=False)
-    eos = processor.tokenizer.eos_token
-    if eos and not text.endswith(eos):
-        # So the model learns to stop where the template does not close the turn; a template that
-        # ends an answer with a space (llava-hf's) would otherwise put a stray space token before it.
-        text = text.rstrip(" ") + eos
     spans = []
     for turn in range(len(turns)):
         before = processor.apply_chat_template(messages[: 2 * turn + 1], tokenize=False, add_generation_prompt=True)
-        through = processor.apply_chat_template(messages[: 2 * turn + 2], tokenize=False)
-        if not (text.startswith(before) and text.startswith(through.rstrip(" ")) and len(through) > len(before)):
+        through = processor.apply_chat_template(messages[: 2 * turn + 2], tokenize=False).rstrip()
+        if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
             raise ValueError(
                 "the processor's chat template does not render conversation prefixes as prefixes of the whole; "
                 "cannot tell answer tokens from prompt tokens"
             )
-        end = len(text) if turn == len(turns) - 1 else len(through)
-        spans.append((len(before), end))
+        spans.append((len(before), len(through)))
+    eos = processor.tokenizer.eos_token
+    last_start, last_end = spans[-1]
+    if eos and not closes_turn(processor, text[:last_end]):
+        text = text[:last_end] + eos
+        spans[-1] = (last_start, len(text))
     return text, spans
 
 
-def tokenize_text(processor: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of ``text`` (image placeholder not expanded) and each token's character span.
-
-    With the vicuna_v1 template the text is cut at the image placeholder and each piece tokenised
-    on its own, the first with the tokenizer's BOS, as LLaVA's ``tokenizer_image_token`` does;
-    otherwise the whole text at once, as the checkpoint's processor does."""
-    tokenizer = processor.tokenizer
-    if not splits_at_image(processor):
-        encoding = tokenizer(text, return_offsets_mapping=True)
-        return list(encoding["input_ids"]), [tuple(span) for span in encoding["offset_mapping"]]
+def expand_image(processor: Any, text: str, spans: list[Span], replacement: str) -> tuple[str, list[Span], Span]:
+    """``text`` with its one image placeholder replaced by ``replacement`` (what the processor
+    expands it into), the answer spans moved with it, and the replacement's span."""
     placeholder = processor.image_token
+    at = text.find(placeholder)
+    if at < 0 or text.find(placeholder, at + len(placeholder)) >= 0:
+        raise ValueError(f"expected exactly one image placeholder {placeholder!r} in the rendered conversation")
+    end = at + len(placeholder)
+    shift = len(replacement) - len(placeholder)
+    moved = [(lo + shift if lo >= end else lo, hi + shift if hi >= end else hi) for lo, hi in spans]
+    return text[:at] + replacement + text[end:], moved, (at, at + len(replacement))
+
+
+def _adds_special_tokens(processor: Any, text: str) -> bool:
+    """Templates that write the BOS themselves (Gemma's) are tokenised without adding another."""
+    bos = processor.tokenizer.bos_token
+    return not (bos and text.startswith(bos))
+
+
+def tokenize_text(processor: Any, text: str, image_span: Span | None = None) -> tuple[list[int], list[Span]]:
+    """Token ids of ``text`` (image already expanded, at ``image_span``) and each token's span.
+
+    With the vicuna_v1 template the text is cut around the image and each piece tokenised on its
+    own, the first with the tokenizer's BOS, as LLaVA's ``tokenizer_image_token`` does; otherwise
+    the whole text at once, as the checkpoint's processor does."""
+    tokenizer = processor.tokenizer
+    if image_span is None or not splits_at_image(processor):
+        encoding = tokenizer(text, add_special_tokens=_adds_special_tokens(processor, text), return_offsets_mapping=True)
+        return list(encoding["input_ids"]), [tuple(span) for span in encoding["offset_mapping"]]
     ids: list[int] = []
-    offsets: list[tuple[int, int]] = []
-    start = 0
-    for position, piece in enumerate(text.split(placeholder)):
-        if position:
-            ids.append(processor.image_token_id)
-            offsets.append((start - len(placeholder), start))
-        encoding = tokenizer(piece, add_special_tokens=position == 0, return_offsets_mapping=True)
+    offsets: list[Span] = []
+    bounds = (0, *image_span, len(text))
+    for piece, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        encoding = tokenizer(text[start:end], add_special_tokens=piece == 0, return_offsets_mapping=True)
         ids += encoding["input_ids"]
         offsets += [(lo + start, hi + start) for lo, hi in encoding["offset_mapping"]]
-        start += len(piece) + len(placeholder)
     return ids, offsets
 
 
-def answer_token_mask(processor: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
-    """Token ids of ``text`` (image placeholder not expanded) and, for each, whether it is answer
-    text: whether it overlaps an answer span (a LLaMA token "▁word" starts at the space before
-    the answer's first word, which is the answer's first token all the same)."""
-    ids, offsets = tokenize_text(processor, text)
-    mask = [end > start and any(start < hi and end > lo for lo, hi in spans) for start, end in offsets]
-    return ids, mask
+@dataclass(frozen=True)
+class TokenizedConversation:
+    """Token ids, which are answer tokens, and how many tokens run through the image."""
+
+    ids: list[int]
+    answer: list[bool]
+    image_end: int  # index after the image's last token (0 without an image)
+
+    @property
+    def first_answer(self) -> int:
+        return self.answer.index(True) if True in self.answer else len(self.ids)
 
 
-def num_image_tokens(processor: Any, image_size: tuple[int, int]) -> int:
-    """How many placeholder tokens the processor expands one image of (height, width) into."""
-    counter = getattr(processor, "_get_num_multimodal_tokens", None)
-    if counter is not None:
-        try:
-            return int(counter(image_sizes=[list(image_size)]).num_image_tokens[0])
-        except (AttributeError, KeyError, TypeError, NotImplementedError):
-            pass
-    height, width = image_size
-    encoded = processor(text=[processor.image_token], images=[Image.new("RGB", (width, height))])
-    return sum(1 for token in encoded["input_ids"][0] if token == processor.image_token_id)
+def tokenize_turns(processor: Any, turns: Sequence[tuple[str, str]], replacement: str | None) -> TokenizedConversation:
+    """Tokenise a conversation whose image placeholder becomes ``replacement`` (None: no image).
+    A token is answer text when it overlaps an answer span (a LLaMA token "▁word" starts at the
+    space before the answer's first word, which is the answer's first token all the same)."""
+    text, spans = render_conversation(processor, turns, with_image=replacement is not None)
+    image_span = None
+    if replacement is not None:
+        text, spans, image_span = expand_image(processor, text, spans, replacement)
+    ids, offsets = tokenize_text(processor, text, image_span)
+    answer = [end > start and any(start < hi and end > lo for lo, hi in spans) for start, end in offsets]
+    image_end = 0 if image_span is None else sum(1 for start, _ in offsets if start < image_span[1])
+    return TokenizedConversation(ids, answer, image_end)
 
 
 @dataclass(frozen=True)
 class SequencePlan:
-    """Length of the expanded sequence and where its first answer token sits."""
+    """Length of the tokenised sequence and where its first answer token sits."""
 
     length: int
     first_answer: int
 
 
-def plan_sequence(processor: Any, turns: Sequence[tuple[str, str]], image_tokens: int | None) -> SequencePlan:
-    """Where a conversation's answer starts and how long it is once its image placeholder is
-    expanded to ``image_tokens`` tokens (None: a text-only conversation)."""
-    text, spans = render_conversation(processor, turns, with_image=image_tokens is not None)
-    ids, mask = answer_token_mask(processor, text, spans)
-    extra = image_tokens - 1 if image_tokens is not None else 0  # one placeholder becomes this many tokens
-    first = mask.index(True) if True in mask else len(ids)
-    image_position = ids.index(processor.image_token_id) if processor.image_token_id in ids else len(ids)
-    return SequencePlan(len(ids) + extra, first + (extra if image_position < first else 0))
+def plan_sequence(processor: Any, turns: Sequence[tuple[str, str]], replacement: str | None) -> SequencePlan:
+    """Where a conversation's answer starts and how long it is, with its image placeholder
+    expanded into ``replacement`` (None: a text-only conversation)."""
+    tokenized = tokenize_turns(processor, turns, replacement)
+    return SequencePlan(len(tokenized.ids), tokenized.first_answer)
 
 
-def process_image(processor: Any, image: Image.Image) -> dict[str, Any]:
-    """The image tensors the model takes for one image (pixel_values, and image_sizes for
-    LLaVA-NeXT), without the batch dimension, plus ``num_image_tokens``: how many placeholder
-    tokens the processor expands this image into."""
-    encoded = processor.image_processor(images=[image], return_tensors="pt")
-    features = {key: value[0] for key, value in encoded.items()}
-    features["num_image_tokens"] = num_image_tokens(processor, (image.height, image.width))
-    return features
-
-
-def expand_image_tokens(processor: Any, ids: list[int], mask: list[bool], image_tokens: int) -> tuple[list[int], list[int]]:
-    """input_ids with the image placeholder repeated ``image_tokens`` times, and labels (answer
-    tokens, IGNORE_INDEX elsewhere)."""
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for token, is_answer in zip(ids, mask):
-        if token == processor.image_token_id:
-            input_ids += [token] * image_tokens
-            labels += [IGNORE_INDEX] * image_tokens
-        else:
-            input_ids.append(token)
-            labels.append(token if is_answer else IGNORE_INDEX)
-    return input_ids, labels
+def token_types(processor: Any, input_ids: list[int]) -> list[int]:
+    """Per token: 1 for image tokens, 0 for text, as the processor flags them for the model."""
+    return list(processor.create_mm_token_type_ids([input_ids])[0])
 
 
 def tokenize_conversation(
-    processor: Any, turns: Sequence[tuple[str, str]], image_tokens: int | None, max_length: int | None = None
+    processor: Any,
+    turns: Sequence[tuple[str, str]],
+    replacement: str | None,
+    max_length: int | None = None,
+    token_type_key: str | None = None,
 ) -> dict[str, list[int]]:
     """input_ids, attention_mask and labels (answer tokens only) of one conversation, with the
-    image placeholder expanded to ``image_tokens`` tokens as the processor expands it (None: a
-    text-only conversation).
+    image placeholder expanded into ``replacement`` (None: a text-only conversation), and the
+    image-token flags under ``token_type_key`` where the model takes them.
 
     Sequences longer than ``max_length`` are cut from the end; the caller is expected to have
     dropped the records whose whole answer would be cut (see :func:`plan_sequence`)."""
-    text, spans = render_conversation(processor, turns, with_image=image_tokens is not None)
-    ids, mask = answer_token_mask(processor, text, spans)
-    input_ids, labels = expand_image_tokens(processor, ids, mask, image_tokens or 0)
+    tokenized = tokenize_turns(processor, turns, replacement)
+    input_ids = tokenized.ids
+    labels = [token if is_answer else IGNORE_INDEX for token, is_answer in zip(input_ids, tokenized.answer)]
     if max_length is not None and len(input_ids) > max_length:
-        if processor.image_token_id in input_ids[max_length:]:
+        if tokenized.image_end > max_length:
             raise ValueError(f"image tokens do not fit in max_length={max_length}")
         input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+    encoded = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+    if token_type_key:
+        encoded[token_type_key] = token_types(processor, input_ids)
+    return encoded
 
 
-def encode_prompt(processor: Any, question: str, image_tokens: int) -> list[int]:
-    """Token ids of a generation prompt, tokenised exactly as training tokenises its prompts."""
-    ids, _ = tokenize_text(processor, render_prompt(processor, question))
-    return expand_image_tokens(processor, ids, [False] * len(ids), image_tokens)[0]
+def encode_prompt(processor: Any, question: str, image: EncodedImage, token_type_key: str | None = None) -> dict[str, list[int]]:
+    """input_ids and attention_mask of a generation prompt, tokenised exactly as training
+    tokenises its prompts."""
+    text = render_prompt(processor, question)
+    text, _, image_span = expand_image(processor, text, [], image.replacement)
+    ids, _ = tokenize_text(processor, text, image_span)
+    encoded = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+    if token_type_key:
+        encoded[token_type_key] = token_types(processor, ids)
+    return encoded
 
 
 def encode_conversation(
-    processor: Any, image: Image.Image | None, turns: Sequence[tuple[str, str]], max_length: int | None = None
+    processor: Any,
+    image: Image.Image | None,
+    turns: Sequence[tuple[str, str]],
+    inputs: ImageInputs,
+    max_length: int | None = None,
 ) -> dict[str, Any]:
     """Model inputs for one conversation about one image (or none): token lists and image tensors."""
     if image is None:
-        return tokenize_conversation(processor, turns, None, max_length)
-    image_features = process_image(processor, image)
-    tokens = tokenize_conversation(processor, turns, image_features.pop("num_image_tokens"), max_length)
-    return {**tokens, **image_features}
+        return tokenize_conversation(processor, turns, None, max_length, inputs.token_type_key)
+    encoded = encode_image(processor, image, inputs)
+    tokens = tokenize_conversation(processor, turns, encoded.replacement, max_length, inputs.token_type_key)
+    return {**tokens, **encoded.tensors}
+
+
+def end_of_turn_ids(processor: Any) -> list[int]:
+    """Token ids generation stops at: the tokenizer's EOS and the special token the chat template
+    closes an answer with, where that differs (Qwen's ``<|im_end|>``, Gemma's ``<end_of_turn>``)."""
+    tokenizer = processor.tokenizer
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    text, spans = render_conversation(processor, [("q", "a")], with_image=False)
+    closing = text[: spans[-1][1]]
+    for token in tokenizer.all_special_tokens:
+        if token and closing.endswith(token):
+            stops.append(tokenizer.convert_tokens_to_ids(token))
+    return list(dict.fromkeys(stops))

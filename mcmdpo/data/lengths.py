@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from mcmdpo.data.conversation import num_image_tokens, plan_sequence
+from mcmdpo.data.conversation import plan_sequence
+from mcmdpo.data.image_inputs import ImageInputs, image_replacement
 
 Turns = Sequence[tuple[str, str]]
 # A record's sequences to measure: (turns, image (height, width) or None for a text-only one).
@@ -70,6 +71,7 @@ def check_lengths(
     image_sizes: Sequence[tuple[int, int] | None],
     processor: Any,
     max_length: int,
+    inputs: ImageInputs,
     conversations_at: Callable[[int], PlannedConversations] | None = None,
     show_progress: bool = True,
 ) -> LengthReport:
@@ -77,20 +79,23 @@ def check_lengths(
     record's own conversation) and report which records to keep."""
     conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
     report = LengthReport(len(examples), max_length)
-    counts: dict[tuple[int, int], int] = {}
+    replacements: dict[tuple[int, int], tuple[str, int]] = {}
 
-    def tokens_of(size: tuple[int, int] | None) -> int | None:
+    def replacement_of(size: tuple[int, int] | None) -> str | None:
+        """What the placeholder becomes for an image of this size (and its token count), once per size."""
         if size is None:
             return None
-        if size not in counts:
-            counts[size] = num_image_tokens(processor, size)
-        return counts[size]
+        if size not in replacements:
+            text = image_replacement(processor, size, inputs)
+            replacements[size] = text, len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return replacements[size][0]
 
     for position in tqdm(range(len(examples)), desc="measuring sequence lengths", disable=not show_progress):
         example = examples[position]
         if image_sizes[position] is not None:
-            report.image_tokens.append(tokens_of(image_sizes[position]))
-        plans = [plan_sequence(processor, turns, tokens_of(size)) for turns, size in conversations_at(position)]
+            replacement_of(image_sizes[position])
+            report.image_tokens.append(replacements[image_sizes[position]][1])
+        plans = [plan_sequence(processor, turns, replacement_of(size)) for turns, size in conversations_at(position)]
         if any(plan.first_answer >= max_length for plan in plans):
             report.dropped.append(example.idx)
             continue

@@ -43,12 +43,20 @@ def diffusion_coefficients(step: int, num_steps: int = DIFFUSION_STEPS) -> tuple
     return float(alpha_bar.sqrt()), float((1 - alpha_bar).sqrt())
 
 
-def diffuse_pixels(pixel_values: torch.Tensor, step: int, seed: int) -> torch.Tensor:
-    """Forward diffusion of the normalised pixel tensor: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+def diffuse_pixels(pixel_values: torch.Tensor, step: int, seed: int, frames_per_patch: int = 1) -> torch.Tensor:
+    """Forward diffusion of the normalised pixel tensor: sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,
+    eps i.i.d. standard normal per pixel and channel. Where each patch holds its pixels over
+    ``frames_per_patch`` identical frames (rows of [3, frames, ...], Qwen's temporal patches), a
+    pixel's noise is drawn once and repeated over the frames: the same law as on a plain image."""
     keep, noise_scale = diffusion_coefficients(step)
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(pixel_values.shape, generator=generator, dtype=torch.float32).to(pixel_values.dtype)
-    return keep * pixel_values + noise_scale * noise
+    if frames_per_patch == 1:
+        noise = torch.randn(pixel_values.shape, generator=generator, dtype=torch.float32)
+    else:
+        patches = pixel_values.reshape(pixel_values.shape[0], 3, frames_per_patch, -1)
+        noise = torch.randn((patches.shape[0], 3, 1, patches.shape[-1]), generator=generator, dtype=torch.float32)
+        noise = noise.expand(patches.shape).reshape(pixel_values.shape)
+    return keep * pixel_values + noise_scale * noise.to(pixel_values.dtype)
 
 
 def black_pixels(pixel_values: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mcmdpo.data.collate import PaddingCollator
-from mcmdpo.data.conversation import process_image, tokenize_conversation
+from mcmdpo.data.conversation import tokenize_conversation
+from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, mean_colour_image
 from mcmdpo.data.lengths import LengthReport, check_lengths
 from mcmdpo.data.negatives import (
     NEGATIVE_IMAGE_TYPES,
@@ -73,6 +74,7 @@ class PreferenceDataset(Dataset):
         processor: Any,
         image_folder: str | Path | None,
         max_length: int,
+        inputs: ImageInputs,
         negatives: NegativeConfig = NegativeConfig(),
         sequences: Sequence[int] = ALL_SEQUENCES,
         reference_logps: torch.Tensor | None = None,
@@ -87,6 +89,7 @@ class PreferenceDataset(Dataset):
         self.processor = processor
         self.image_folder = image_folder
         self.max_length = max_length
+        self.inputs = inputs
         self.negatives = negatives
         self.sequences = tuple(sequences)
         self.keep = list(range(len(examples))) if keep is None else list(keep)
@@ -131,21 +134,23 @@ class PreferenceDataset(Dataset):
     def _image_seed(self, position: int) -> int:
         return negative_image_seed(self.negatives.seed, position, self.epoch if self.negatives.redrawn_each_epoch else None)
 
-    def negative_image(self, position: int, image: Image.Image, image_features: dict[str, Any]) -> dict[str, Any]:
-        """Image tensors of m_l for record ``position``, whose own image and tensors are given."""
+    def negative_image(self, position: int, image: Image.Image, clean: EncodedImage) -> EncodedImage:
+        """m_l for record ``position``, whose own image and its encoding are given."""
         seed, kind = self._image_seed(position), self.negatives.image_type
+        pixels = clean.tensors["pixel_values"]
         if kind == "diffusion":
-            noisy = diffuse_pixels(image_features["pixel_values"], self.negatives.diffusion_step, seed)
-            return {**image_features, "pixel_values": noisy}
-        if kind == "black":
-            return {**image_features, "pixel_values": black_pixels(image_features["pixel_values"])}
-        if kind == "rotate":
+            return clean.with_pixels(diffuse_pixels(pixels, self.negatives.diffusion_step, seed, self.inputs.frames_per_patch))
+        if kind == "black" and not self.inputs.zero_image_is_padding:
+            return clean.with_pixels(black_pixels(pixels))
+        if kind == "black":  # the mean colour as an image: exact zeros would be dropped as padding
+            negative = mean_colour_image(self.processor, (image.height, image.width))
+        elif kind == "rotate":
             negative = rotated_image(image, seed)
         elif kind == "crop":
             negative = cropped_image(image, seed)
         else:  # "random": the image of the record that supplies the negative context
             negative = self.examples[self.negative_context_index(position)].image.open(self.image_folder)
-        return process_image(self.processor, negative)
+        return encode_image(self.processor, negative, self.inputs)
 
     def negative_image_size(self, position: int, sizes: Sequence[tuple[int, int] | None]) -> tuple[int, int] | None:
         """(height, width) of m_l before processing: it decides the image token count under
@@ -179,7 +184,7 @@ class PreferenceDataset(Dataset):
         """Measure every sequence of every record (:func:`~mcmdpo.data.lengths.check_lengths`),
         train on the records that keep an answer token in each, and return the report."""
         report = check_lengths(
-            self.examples, sizes, self.processor, self.max_length,
+            self.examples, sizes, self.processor, self.max_length, self.inputs,
             lambda position: self.planned_conversations(position, sizes), show_progress=show_progress,
         )
         self.keep = report.kept
@@ -189,17 +194,18 @@ class PreferenceDataset(Dataset):
         position = self.keep[index]
         example = self.examples[position]
         image = example.image.open(self.image_folder)
-        images = [process_image(self.processor, image)]
+        images = [encode_image(self.processor, image, self.inputs)]
         if self.uses_negative_image:
             images.append(self.negative_image(position, image, images[0]))
         turns = self.turns_of(position)
         sequences = []
         for sequence in self.sequences:
             context, image_choice, response = triple_of(sequence)
-            image_features = dict(images[image_choice])
-            count = image_features.pop("num_image_tokens")
-            tokens = tokenize_conversation(self.processor, turns[context, response], count, self.max_length)
-            sequences.append({**tokens, **image_features})
+            encoded = images[image_choice]
+            tokens = tokenize_conversation(
+                self.processor, turns[context, response], encoded.replacement, self.max_length, self.inputs.token_type_key
+            )
+            sequences.append({**tokens, **encoded.tensors})
         item: dict[str, Any] = {"sequences": sequences, "index": index}
         if self.reference_logps is not None:
             item["reference_logps"] = self.reference_logps[self.reference_epoch(self.epoch)][index]

@@ -7,9 +7,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from PIL import Image
-
-from mcmdpo.data.conversation import encode_conversation, process_image
+from mcmdpo.data.conversation import encode_conversation, token_types
+from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, mean_colour_image
 from mcmdpo.data.records import SFTExample
 
 
@@ -17,11 +16,14 @@ class SFTDataset(Dataset):
     """Encodes one example per item: the image (if the record has one: text-only records are
     accepted, as upstream accepts them) is decoded and processed on access."""
 
-    def __init__(self, examples: list[SFTExample], processor: Any, image_folder: str | Path | None, max_length: int):
+    def __init__(
+        self, examples: list[SFTExample], processor: Any, image_folder: str | Path | None, max_length: int, inputs: ImageInputs
+    ):
         self.examples = examples
         self.processor = processor
         self.image_folder = image_folder
         self.max_length = max_length
+        self.inputs = inputs
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -34,10 +36,15 @@ class SFTDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.examples[index]
         image = example.image.open(self.image_folder) if example.image is not None else None
-        return encode_conversation(self.processor, image, example.turns, self.max_length)
+        return encode_conversation(self.processor, image, example.turns, self.inputs, self.max_length)
 
-    def blank_image_features(self) -> dict[str, Any]:
-        """Image tensors of one blank (mean-colour) image and its ``num_image_tokens``, for
-        batches of text-only records (see :class:`~mcmdpo.data.collate.SFTCollator`)."""
-        mean_colour = tuple(int(x * 255) for x in self.processor.image_processor.image_mean)  # as LLaVA pads
-        return process_image(self.processor, Image.new("RGB", (336, 336), mean_colour))
+    def blank_image(self) -> tuple[EncodedImage, dict[str, list[int]]]:
+        """One blank (mean-colour) image and its tokens (input_ids, and image-token flags where
+        the family takes them), for batches of text-only records
+        (see :class:`~mcmdpo.data.collate.SFTCollator`)."""
+        encoded = encode_image(self.processor, mean_colour_image(self.processor, (336, 336)), self.inputs)
+        ids = self.processor.tokenizer(encoded.replacement, add_special_tokens=False)["input_ids"]
+        tokens = {"input_ids": ids}
+        if self.inputs.token_type_key:
+            tokens[self.inputs.token_type_key] = token_types(self.processor, ids)
+        return encoded, tokens

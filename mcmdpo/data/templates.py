@@ -10,8 +10,9 @@ at the start of the piece after the image, as the original's sentencepiece token
 the checkpoint's ``legacy`` setting). ``checkpoint`` is the checkpoint's own chat template, with
 the whole text tokenised at once (what its processor does). ``auto`` keeps a checkpoint's own
 vicuna_v1 template (ours: a trained checkpoint records the template it was trained with; the
-plain tiny test model's has no system prompt), else is ``vicuna_v1`` for LLaVA checkpoints
-(LLaVA-1.5, LLaVA-1.6) and ``checkpoint`` for every other family.
+plain tiny test model's has no system prompt), else is the model family's default
+(:mod:`mcmdpo.model.families`: ``vicuna_v1`` for LLaVA-1.5 and LLaVA-1.6, ``checkpoint`` for
+every other family).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 CONVERSATION_TEMPLATES = ("auto", "vicuna_v1", "checkpoint")
-LLAVA_PROCESSORS = ("LlavaProcessor", "LlavaNextProcessor")
 
 VICUNA_V1_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -65,21 +65,22 @@ def is_vicuna_v1(chat_template: str | None) -> bool:
     return bool(chat_template) and chat_template.startswith(VICUNA_V1_MARKER)
 
 
-def resolve_template(processor: Any, requested: str = "auto") -> str:
-    """``vicuna_v1`` or ``checkpoint``, for a processor and a requested template name."""
+def resolve_template(processor: Any, requested: str = "auto", family_default: str = "checkpoint") -> str:
+    """``vicuna_v1`` or ``checkpoint``, for a processor, a requested template name and the model
+    family's default."""
     if requested not in CONVERSATION_TEMPLATES:
         raise ValueError(f"conversation template must be one of {CONVERSATION_TEMPLATES}, got {requested!r}")
     if requested != "auto":
         return requested
     if is_vicuna_v1(getattr(processor, "chat_template", None)):
         return "checkpoint"  # one of ours already, with the system prompt it was trained with
-    return "vicuna_v1" if type(processor).__name__ in LLAVA_PROCESSORS else "checkpoint"
+    return family_default
 
 
-def apply_template(processor: Any, requested: str = "auto") -> Any:
+def apply_template(processor: Any, requested: str = "auto", family_default: str = "checkpoint") -> Any:
     """Set the processor's chat template to the one requested (``checkpoint`` keeps its own) and
     return the processor. A saved processor then records the template that training used."""
-    if resolve_template(processor, requested) == "vicuna_v1":
+    if resolve_template(processor, requested, family_default) == "vicuna_v1":
         processor.chat_template = VICUNA_V1_CHAT_TEMPLATE
     elif getattr(processor, "chat_template", None) is None:
         raise ValueError("the checkpoint's processor has no chat template; use --conversation_template vicuna_v1")

@@ -9,7 +9,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from mcmdpo.data.collate import PaddingCollator
-from mcmdpo.data.conversation import encode_prompt, process_image
+from mcmdpo.data.conversation import encode_prompt, end_of_turn_ids
+from mcmdpo.data.image_inputs import ImageInputs, encode_image
 from mcmdpo.data.records import TestExample
 
 
@@ -28,7 +29,7 @@ class GenerationSettings:
             "num_beams": self.num_beams,
             "do_sample": self.temperature > 0,
             "pad_token_id": processor.tokenizer.pad_token_id,
-            "eos_token_id": processor.tokenizer.eos_token_id,
+            "eos_token_id": end_of_turn_ids(processor),
         }
         if self.temperature > 0:
             kwargs["temperature"] = self.temperature
@@ -39,28 +40,27 @@ class GenerationSettings:
 
 @torch.no_grad()
 def generate_batch(
-    model: Any, processor: Any, questions: Sequence[str], images: Sequence[Any], settings: GenerationSettings
+    model: Any, processor: Any, inputs: ImageInputs, questions: Sequence[str], images: Sequence[Any], settings: GenerationSettings
 ) -> list[str]:
     """Responses for one batch. Prompts are tokenised exactly as training tokenises them
     (:func:`~mcmdpo.data.conversation.encode_prompt`) and padded on the left, so every row ends
     where its answer starts and the new tokens line up."""
     rows = []
     for question, image in zip(questions, images):
-        features = process_image(processor, image)
-        ids = encode_prompt(processor, question, features.pop("num_image_tokens"))
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), **features})
-    inputs = PaddingCollator(processor.tokenizer.pad_token_id, padding_side="left")(rows)
+        encoded = encode_image(processor, image, inputs)
+        rows.append({**encode_prompt(processor, question, encoded, inputs.token_type_key), **encoded.tensors})
+    batch = PaddingCollator(processor.tokenizer.pad_token_id, padding_side="left")(rows)
     device = next(model.parameters()).device
-    inputs = {key: value.to(device) for key, value in inputs.items()}
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    output = model.generate(**inputs, **settings.generate_kwargs(processor))
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    batch = {key: value.to(device, model.dtype if value.is_floating_point() else None) for key, value in batch.items()}
+    output = model.generate(**batch, **settings.generate_kwargs(processor))
+    new_tokens = output[:, batch["input_ids"].shape[1]:]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 def generate_responses(
     model: Any,
     processor: Any,
+    inputs: ImageInputs,
     examples: Sequence[TestExample],
     image_folder: str | Path | None,
     settings: GenerationSettings,
@@ -70,4 +70,4 @@ def generate_responses(
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start : start + batch_size])
         images = [example.image.open(image_folder) for example in batch]
-        yield batch, generate_batch(model, processor, [e.question for e in batch], images, settings)
+        yield batch, generate_batch(model, processor, inputs, [e.question for e in batch], images, settings)

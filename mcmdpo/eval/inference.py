@@ -26,7 +26,7 @@ from mcmdpo.data.loading import find_problems
 from mcmdpo.data.records import DataValidationError
 from mcmdpo.eval.generation import GenerationSettings, generate_responses
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
-from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS, CheckpointError, load_model, load_processor
+from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
 
 
 class OutputError(RuntimeError):
@@ -126,11 +126,12 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
     processor = load_processor(args.model_name, "left", args.image_aspect_ratio, args.conversation_template)
+    inputs = load_family(args.model_name, args.image_aspect_ratio).inputs
     model = load_model(args.model_name, dtype, image_aspect_ratio=args.image_aspect_ratio).to(device).eval()
     settings = GenerationSettings(args.temperature, args.num_beams, args.max_new_tokens, args.top_p)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(pending), desc="generating alt-text", disable=args.quiet) as progress:
-        for batch, responses in generate_responses(model, processor, pending, args.image_folder, settings, args.batch_size):
+        for batch, responses in generate_responses(model, processor, inputs, pending, args.image_folder, settings, args.batch_size):
             append_lines(output, [{**example.record, "response": response} for example, response in zip(batch, responses)])
             progress.update(len(batch))
     print(

@@ -25,7 +25,7 @@ from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
 from mcmdpo.data.records import DataValidationError
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
-from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_model, load_processor
+from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
 from mcmdpo.train.losses import TERM_COLUMNS, TERM_NAMES
 from mcmdpo.train.preference_trainer import batch_sequence_logps
 
@@ -68,7 +68,8 @@ def evaluate_preferences(
 ) -> dict[str, float]:
     loaded = load_examples(data_path, "preference", image_folder, show_progress=show_progress)
     processor = load_processor(str(model_path), image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template)
-    dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, negatives)
+    inputs = load_family(str(model_path), image_aspect_ratio).inputs
+    dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, inputs, negatives)
     dataset.keep_what_fits(loaded.image_sizes, show_progress=False)
     model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
     if torch.cuda.is_available():

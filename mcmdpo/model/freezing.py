@@ -1,4 +1,5 @@
-"""Which components train: the vision tower (VE), the projector and the language model.
+"""Which components train: the vision tower (VE), the projector and the language model, found
+through the model's family declaration (:mod:`mcmdpo.model.families`).
 
 The four paradigms of design §1.3 are the value of ``train_vision_tower`` in each stage:
 (a) False, False; (b) False, True; (c) True, False; (d) True, True.
@@ -10,17 +11,7 @@ from collections import Counter
 
 from torch import nn
 
-COMPONENTS = ("vision_tower", "projector", "language_model")
-
-
-def component_of(parameter_name: str) -> str:
-    """The component a parameter belongs to, from its name. Works for LLaVA, LLaVA-NeXT and their
-    PEFT-wrapped forms, whose names only gain a prefix."""
-    if "vision_tower" in parameter_name:
-        return "vision_tower"
-    if "multi_modal_projector" in parameter_name or "image_newline" in parameter_name:
-        return "projector"
-    return "language_model"
+from mcmdpo.model.families import COMPONENTS, family_of_model
 
 
 def set_trainable_components(
@@ -28,15 +19,17 @@ def set_trainable_components(
 ) -> dict[str, int]:
     """Freeze or unfreeze each component; return the trainable parameter count per component."""
     wanted = {"vision_tower": train_vision_tower, "projector": train_projector, "language_model": train_language_model}
+    family = family_of_model(model)
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(wanted[component_of(name)])
+        parameter.requires_grad_(wanted[family.component_of(name)])
     return trainable_parameter_counts(model)
 
 
 def trainable_parameter_counts(model: nn.Module) -> dict[str, int]:
     counts: Counter[str] = Counter({component: 0 for component in COMPONENTS})
+    family = family_of_model(model)
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             # ZeRO-3 empties parameters in place; ds_numel keeps the real size.
-            counts[component_of(name)] += getattr(parameter, "ds_numel", parameter.numel())
+            counts[family.component_of(name)] += getattr(parameter, "ds_numel", parameter.numel())
     return dict(counts)

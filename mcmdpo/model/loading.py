@@ -13,7 +13,8 @@ Image protocols (``--image_aspect_ratio``, upstream's name):
   centre crop as llava-hf ships it).
 - ``auto``: what the checkpoint records (our checkpoints write ``image_aspect_ratio`` into
   config.json, as the original does, and into the processor's image-processor config), else
-  ``pad`` for LLaVA checkpoints and ``anyres`` for every other family.
+  ``pad`` for LLaVA checkpoints and ``anyres`` (the checkpoint's own processor) for every other
+  family (:mod:`mcmdpo.model.families`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
-    AutoProcessor,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaImageProcessorPil,
@@ -38,6 +38,8 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mcmdpo.data.templates import apply_template
+from mcmdpo.model.processors import PROCESSOR_FILES, load_checkpoint_processor
+from mcmdpo.model.families import BY_NAME, ModelFamily, UnsupportedModelError, family_for
 
 logger = logging.getLogger("mcmdpo.model")
 
@@ -49,8 +51,6 @@ class CheckpointError(RuntimeError):
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IMAGE_ASPECT_RATIOS = ("auto", "pad", "anyres")
 PROTOCOLS = IMAGE_ASPECT_RATIOS[1:]  # what "auto" resolves to
-LLAVA_MODEL_TYPES = ("llava", "llava_next")
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 def base_of(model_name_or_path: str) -> str:
@@ -66,9 +66,14 @@ def base_of(model_name_or_path: str) -> str:
 
 def _read_config(model_name_or_path: str) -> PretrainedConfig:
     try:
-        return AutoConfig.from_pretrained(base_of(model_name_or_path))
+        config = AutoConfig.from_pretrained(base_of(model_name_or_path))
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"cannot read the checkpoint {model_name_or_path} (its config.json): {error}") from error
+    try:
+        family_for(config)
+    except UnsupportedModelError as error:
+        raise CheckpointError(f"{model_name_or_path}: {error}") from error
+    return config
 
 
 def _recorded_in_processor(model_name_or_path: str) -> str | None:
@@ -88,7 +93,7 @@ def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto",
     if requested not in IMAGE_ASPECT_RATIOS:
         raise ValueError(f"--image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {requested!r}")
     config = config or _read_config(model_name_or_path)
-    is_llava = config.model_type in LLAVA_MODEL_TYPES
+    is_llava = family_for(config).pad_protocol
     if requested == "pad" and not is_llava:
         raise CheckpointError(
             f"--image_aspect_ratio pad is LLaVA's protocol; {model_name_or_path} is a {config.model_type} checkpoint: use anyres or auto"
@@ -99,6 +104,15 @@ def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto",
     if recorded in PROTOCOLS:
         return recorded
     return "pad" if is_llava else "anyres"
+
+
+def load_family(model_name_or_path: str, image_aspect_ratio: str = "auto") -> ModelFamily:
+    """The family a checkpoint runs as under the requested image protocol (a LLaVA-1.6
+    checkpoint under pad runs as LLaVA-1.5)."""
+    config = _read_config(model_name_or_path)
+    if resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config) == "pad":
+        return BY_NAME["llava"]
+    return family_for(config)
 
 
 def pad_processor(processor: Any) -> LlavaProcessor:
@@ -141,11 +155,12 @@ def load_processor(
 ) -> Any:
     """The checkpoint's processor (tokenizer, image processor, chat template) under the requested
     image protocol and conversation template (:mod:`mcmdpo.data.templates`)."""
-    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio)
+    config = _read_config(model_name_or_path)
+    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config)
     # A LoRA adapter folder saved without its processor uses its base model's.
     source = model_name_or_path if any((Path(model_name_or_path) / name).is_file() for name in PROCESSOR_FILES) else base_of(model_name_or_path)
     try:
-        processor = AutoProcessor.from_pretrained(source)
+        processor = load_checkpoint_processor(source)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load a processor from {model_name_or_path}: {error}") from error
     if protocol == "pad":
@@ -157,7 +172,7 @@ def load_processor(
         # Vicuna-based checkpoints may ship without a pad token; padding is masked anyway.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     tokenizer.padding_side = padding_side
-    return apply_template(processor, conversation_template)
+    return apply_template(processor, conversation_template, family_for(config).conversation_template)
 
 
 def llava_config_from_next(config: PretrainedConfig) -> LlavaConfig:

@@ -1,13 +1,25 @@
-"""LoRA through peft: adapters on the language model's linear layers; the projector and the vision
-tower, when trained, train in full beside them (``modules_to_save``)."""
+"""LoRA through peft: adapters on the language model's linear layers (found through the family
+declaration, so every family's attention and MLP projections, never the vision tower's own);
+the projector and the vision tower, when trained, train in full beside them (``modules_to_save``)."""
 
 from __future__ import annotations
 
 from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
 from transformers import PreTrainedModel
 
-# Attention and MLP projections of the language model only (the vision tower has its own q/k/v).
-LANGUAGE_MODEL_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+from mcmdpo.model.families import family_of_model
+
+
+def language_model_linear_layers(model: PreTrainedModel) -> list[str]:
+    """Names of the language model's linear layers, the output head left out."""
+    family = family_of_model(model)
+    head = model.get_output_embeddings()
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module is not head and family.component_of(name) == "language_model"
+    ]
 
 
 def apply_lora(
@@ -19,12 +31,17 @@ def apply_lora(
     train_vision_tower: bool,
     train_projector: bool,
 ) -> PeftModel:
-    modules_to_save = [name for name, on in (("multi_modal_projector", train_projector), ("vision_tower", train_vision_tower)) if on]
+    family = family_of_model(model)
+    modules = dict(model.named_modules())
+    modules_to_save = [  # whole modules only (LLaVA-NeXT's image_newline is a bare parameter)
+        name for component, on in (("projector", train_projector), ("vision_tower", train_vision_tower)) if on
+        for name in family.module_names(component) if name in modules
+    ]
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=target_modules or LANGUAGE_MODEL_LINEAR,
+        target_modules=target_modules or language_model_linear_layers(model),
         modules_to_save=modules_to_save or None,
         bias="none",
     )

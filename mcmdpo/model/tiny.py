@@ -1,14 +1,20 @@
-"""Write a tiny, randomly initialised LLaVA checkpoint that loads through the Auto classes.
+"""Write a tiny, randomly initialised checkpoint of any declared family that loads through the
+Auto classes.
 
-    python -m mcmdpo.model.tiny --output_dir DIR [--architecture llava|llava_next]
+    python -m mcmdpo.model.tiny --output_dir DIR [--architecture NAME]
     python -m mcmdpo.model.tiny --like llava-v1.6-vicuna-7b --output_dir DIR
 
-The plain kind holds a byte-level BPE tokenizer trained offline on the synthetic alt-text
-vocabulary, a small pad-to-square image processor and the Vicuna v1 chat template: fast, for the
-demo and most tests. ``--like`` copies everything but the weights from a published checkpoint
-(:mod:`mcmdpo.model.published`: the real LLaMA-2 tokenizer, CLIP-L/336 at patch 14, the chat
-template), so tests see real vocabularies, image token counts and templates. Nothing is downloaded
-from a model hub.
+``NAME``: ``llava``, ``llava_next``, ``qwen2_5_vl``, ``qwen3_vl``, ``gemma3``, ``smolvlm``,
+``llava_onevision``. The plain LLaVA kinds hold a byte-level BPE tokenizer trained offline on the
+synthetic alt-text vocabulary, a small pad-to-square image processor and the Vicuna v1 chat
+template: fast, for the demo and most tests. ``--like`` copies everything but the weights from a
+published LLaVA checkpoint (:mod:`mcmdpo.model.published`: the real LLaMA-2 tokenizer, CLIP-L/336
+at patch 14, the chat template). Every other family always copies its published checkpoint's
+processor settings (patching, merge size, tiles, image token counts), chat template and, where a
+registry package ships one, its real tokenizer (Qwen2.5, Qwen3, Gemma 3; LLaVA-OneVision's Qwen2
+one is Qwen2.5's vocabulary with llava-hf's tokens; SmolVLM's SmolLM2 vocabulary is in no package,
+so a BPE trained offline carries SmolVLM's real special tokens). Only the weights are tiny and
+random. Nothing is downloaded from a model hub.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -36,19 +43,18 @@ from transformers import (
     AutoTokenizer,
 )
 
+from mcmdpo.data.conversation import end_of_turn_ids
 from mcmdpo.data.synthetic import tokenizer_corpus
 from mcmdpo.data.templates import vicuna_v1_chat_template
+from mcmdpo.model.families import ARCHITECTURES
 from mcmdpo.model.published import CLIP_MEAN, CLIP_STD, PADDED_VOCAB_SIZE, PUBLISHED, PublishedCheckpoint, write_tokenizer_files
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 
 
-ARCHITECTURES = ("llava", "llava_next")
-
-
 @dataclass
 class TinyModelSpec:
-    architecture: str = "llava"  # "llava" (LLaVA-1.5) or "llava_next" (LLaVA-1.6, any-resolution tiles)
+    architecture: str = "llava"  # a family name of mcmdpo.model.families (llava: LLaVA-1.5, llava_next: LLaVA-1.6, ...)
     vocab_size: int = 1024
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -80,18 +86,25 @@ class TinyModelSpec:
         return PUBLISHED[self.like] if self.like else None
 
 
-def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (never an unknown character) trained on the synthetic vocabulary."""
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+def train_bpe(vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """Byte-level BPE (never an unknown character) trained on the synthetic vocabulary, with
+    ``special_tokens`` first."""
+    backend = Tokenizer(models.BPE(unk_token=special_tokens[0]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    return backend
+
+
+def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """The plain tiny LLaVA's tokenizer: :func:`train_bpe` with LLaMA's special tokens and a BOS."""
+    backend = train_bpe(vocab_size, SPECIAL_TOKENS)
     bos_id = backend.token_to_id("<s>")
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
@@ -196,18 +209,32 @@ def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> PreT
         model = LlavaNextForConditionalGeneration(config)
     else:
         model = LlavaForConditionalGeneration(LlavaConfig(**common, image_token_id=image_token_id))
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def build_processor_and_model(spec: TinyModelSpec) -> tuple[Any, PreTrainedModel]:
+    """The family's tiny recipe: its processor and a model with tiny random weights (seeded)."""
+    from mcmdpo.model.tiny_families import RECIPES, seeded
+
+    if spec.architecture in RECIPES:
+        processor, model = seeded(RECIPES[spec.architecture], spec)
+    else:
+        processor = build_processor(spec)
+        model = build_model(spec, processor.tokenizer)
+    # Generation stops where the chat template closes an answer, as the published
+    # generation configs say (e.g. Qwen's [<|im_end|>, <|endoftext|>]).
+    tokenizer = processor.tokenizer
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = end_of_turn_ids(processor)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return processor, model
 
 
 def write_tiny_checkpoint(output_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:
     """Build and save a complete tiny checkpoint (model + processor) in ``output_dir``."""
     spec = spec or TinyModelSpec()
     output_dir = Path(output_dir)
-    processor = build_processor(spec)
-    model = build_model(spec, processor.tokenizer)
+    processor, model = build_processor_and_model(spec)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     if spec.published is not None:
@@ -217,16 +244,22 @@ def write_tiny_checkpoint(output_dir: str | Path, spec: TinyModelSpec | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcmdpo.model.tiny", description="Write a tiny random LLaVA checkpoint.")
+    parser = argparse.ArgumentParser(prog="python -m mcmdpo.model.tiny", description="Write a tiny random checkpoint of a model family.")
     parser.add_argument("--output_dir", required=True)
     for name, default in asdict(TinyModelSpec()).items():
         choices = {"architecture": ARCHITECTURES, "like": ["", *PUBLISHED]}.get(name)
-        help_text = "copy tokenizer, processor and chat template from this published checkpoint" if name == "like" else None
+        help_text = {
+            "like": "copy tokenizer, processor and chat template from this published LLaVA checkpoint",
+            "image_size": "plain llava / llava_next only (every other family has its published image settings)",
+            "patch_size": "plain llava / llava_next only",
+            "vocab_size": "trained tokenizers only (plain llava / llava_next, smolvlm)",
+        }.get(name)
         parser.add_argument(f"--{name}", type=type(default), default=default, choices=choices, help=help_text)
     args = vars(parser.parse_args(argv))
     output_dir = args.pop("output_dir")
-    path = write_tiny_checkpoint(output_dir, TinyModelSpec(**args))
-    print(f"tiny LLaVA checkpoint written to {path}")
+    spec = TinyModelSpec(**args)
+    path = write_tiny_checkpoint(output_dir, spec)
+    print(f"tiny {spec.architecture} checkpoint written to {path}")
 
 
 if __name__ == "__main__":

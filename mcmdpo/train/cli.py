@@ -32,7 +32,8 @@ from mcmdpo.data.preference_dataset import (
 from mcmdpo.data.records import DataValidationError, Problem
 from mcmdpo.data.sft_dataset import SFTDataset
 from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_counts
-from mcmdpo.model.loading import CheckpointError, load_model, load_processor
+from mcmdpo.model.families import ModelFamily
+from mcmdpo.model.loading import CheckpointError, load_family, load_model, load_processor
 from mcmdpo.model.lora import apply_lora
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
@@ -59,11 +60,13 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def load_training_data(data_args: DataArguments, training_args: AltTextTrainingArguments, model_args: ModelArguments) -> tuple[Any, Any]:
+def load_training_data(
+    data_args: DataArguments, training_args: AltTextTrainingArguments, model_args: ModelArguments
+) -> tuple[Any, Any, ModelFamily]:
     """Validate the data before anything else is loaded; then, with the checkpoint's processor
     under the run's image protocol, measure every sequence each record trains on and keep the
     records that keep an answer within max_length. The report is logged and written to
-    OUTPUT_DIR/data_report.json. Returns (dataset, processor)."""
+    OUTPUT_DIR/data_report.json. Returns (dataset, processor, model family)."""
     main_process = training_args.process_index == 0
     kind = "sft" if training_args.stage == "sft" else "preference"
     loaded = load_examples(data_args.data_path, kind, data_args.image_folder, show_progress=main_process)
@@ -71,15 +74,22 @@ def load_training_data(data_args: DataArguments, training_args: AltTextTrainingA
         model_args.model_name_or_path, image_aspect_ratio=model_args.image_aspect_ratio,
         conversation_template=model_args.conversation_template,
     )
+    family = load_family(model_args.model_name_or_path, model_args.image_aspect_ratio)
     if kind == "sft":
-        report = check_lengths(loaded.examples, loaded.image_sizes, processor, training_args.max_length, show_progress=main_process)
-        dataset: Any = SFTDataset([loaded.examples[p] for p in report.kept], processor, data_args.image_folder, training_args.max_length)
+        report = check_lengths(
+            loaded.examples, loaded.image_sizes, processor, training_args.max_length, family.inputs, show_progress=main_process
+        )
+        dataset: Any = SFTDataset(
+            [loaded.examples[p] for p in report.kept], processor, data_args.image_folder, training_args.max_length, family.inputs
+        )
     else:
         negatives = NegativeConfig(
             training_args.negative_image, training_args.diffusion_step, training_args.negative_seed, training_args.fixed_negatives
         )
         sequences = DPO_SEQUENCES if training_args.stage == "dpo" else ALL_SEQUENCES
-        dataset = PreferenceDataset(loaded.examples, processor, data_args.image_folder, training_args.max_length, negatives, sequences)
+        dataset = PreferenceDataset(
+            loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs, negatives, sequences
+        )
         report = dataset.keep_what_fits(loaded.image_sizes, show_progress=main_process)
     if main_process:
         logger.info("%s: %s", data_args.data_path, report.summary())
@@ -91,13 +101,13 @@ def load_training_data(data_args: DataArguments, training_args: AltTextTrainingA
         raise DataValidationError(
             [Problem(data_args.data_path, f"no record fits in --max_length {training_args.max_length} with its answer")]
         )
-    return dataset, processor
+    return dataset, processor, family
 
 
-def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> PreTrainedModel:
+def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArguments, family: ModelFamily) -> PreTrainedModel:
     model = load_model(
         model_args.model_name_or_path, model_args.model_dtype, model_args.attn_implementation,
-        model_args.image_aspect_ratio, quantization_config(model_args, training_args),
+        model_args.image_aspect_ratio, quantization_config(model_args, training_args, family),
     )
     model.config.use_cache = False
     if model_args.bits != 16:
@@ -121,7 +131,7 @@ def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArgum
     return model
 
 
-def quantization_config(model_args: ModelArguments, training_args: AltTextTrainingArguments) -> Any:
+def quantization_config(model_args: ModelArguments, training_args: AltTextTrainingArguments, family: ModelFamily) -> Any:
     """QLoRA as the original offers it (--bits 4|8): NF4 with double quantisation, computing in the
     training precision; the vision tower, projector and head stay unquantised."""
     if model_args.bits == 16:
@@ -136,7 +146,7 @@ def quantization_config(model_args: ModelArguments, training_args: AltTextTraini
         bnb_4bit_use_double_quant=True,
         bnb_4bit_quant_type="nf4",
         llm_int8_threshold=6.0,
-        llm_int8_skip_modules=["multi_modal_projector", "vision_tower", "lm_head"],
+        llm_int8_skip_modules=[*family.vision_encoder, *family.projector, "lm_head"],
     )
 
 
@@ -202,20 +212,23 @@ def run(
         # On GPUs accelerate has done this already; on DeepSpeed's CPU accelerator it set up plain
         # torch.distributed, which ZeRO-3's partitioned loading does not see until this wraps it.
         deepspeed.init_distributed()
-    dataset, processor = load_training_data(data_args, training_args, model_args)
+    dataset, processor, family = load_training_data(data_args, training_args, model_args)
     set_seed(training_args.seed)
     pad_id = processor.tokenizer.pad_token_id
     if training_args.stage == "sft":
         has_text_only = any(example.image is None for example in dataset.examples)
-        collator = SFTCollator(
-            pad_id, blank_image=dataset.blank_image_features() if has_text_only else None, image_token_id=processor.image_token_id
-        )
+        blank_image, blank_tokens = dataset.blank_image() if has_text_only else (None, None)
+        collator = SFTCollator(pad_id, blank_image=blank_image, blank_tokens=blank_tokens)
         trainer = SFTTrainer(
-            model=build_policy(model_args, training_args), args=training_args, train_dataset=dataset,
+            model=build_policy(model_args, training_args, family), args=training_args, train_dataset=dataset,
             data_collator=collator, processing_class=processor, callbacks=callbacks,
         )
     else:
-        model = build_policy(model_args, training_args)
+        if training_args.shared_prefix and not family.shared_prefix:
+            if training_args.process_index == 0:
+                print(f"note: the shared-prefix step cannot run {family.name} exactly; training with the plain step", flush=True)
+            training_args.shared_prefix = False
+        model = build_policy(model_args, training_args, family)
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
             live_reference = load_reference(model_args, training_args, processor)

@@ -22,14 +22,30 @@ DEFAULT_NORMALIZER = 2.8
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False) -> torch.Tensor:
     """log pi(y | prompt) of each sequence: the log-probabilities of the label tokens (prompt,
     image and padding are IGNORE_INDEX), summed, or averaged over the answer tokens."""
-    logits = logits[:, :-1].float()
-    labels = labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    targets = labels.masked_fill(~mask, 0)
+    predicts_answer = answer_logits_mask(labels)
+    return answer_logps(logits[predicts_answer], labels, predicts_answer, average)
+
+
+def answer_logits_mask(labels: torch.Tensor) -> torch.Tensor:
+    """[sequences, length] bool: the positions whose logits predict an answer token (the one
+    before each label), the only logits a sequence's log-probability needs."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask
+
+
+def answer_logps(
+    answer_logits: torch.Tensor, labels: torch.Tensor, predicts_answer: torch.Tensor, average: bool = False
+) -> torch.Tensor:
+    """Per-sequence log-probabilities from the logits at ``predicts_answer``'s positions only
+    ([answer tokens, vocabulary], as ``logits_to_keep=predicts_answer`` gives them)."""
+    logits = answer_logits.float()
+    targets = labels[:, 1:][predicts_answer[:, :-1]]
     # gather - logsumexp avoids materialising a full log_softmax over the vocabulary.
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    total = (token_logps * mask).sum(-1)
-    return total / mask.sum(-1).clamp(min=1) if average else total
+    rows = predicts_answer.nonzero()[:, 0]
+    total = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return total / predicts_answer.sum(-1).clamp(min=1) if average else total
 
 
 def dpo_loss(

@@ -7,17 +7,18 @@ from typing import Any
 
 import torch
 
-from mcmdpo.model.freezing import component_of
+from mcmdpo.model.families import family_of_model
 
 
 def component_parameter_groups(model: Any, decay_names: set[str], args: Any) -> list[dict[str, Any]]:
     """Optimizer groups: one per (component learning rate, weight decay or not)."""
     rates = {"vision_tower": args.vision_tower_lr, "projector": args.projector_lr, "language_model": None}
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    family = family_of_model(model)
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        rate = rates[component_of(name)]
+        rate = rates[family.component_of(name)]
         rate = args.learning_rate if rate is None else rate
         decay = args.weight_decay if name in decay_names else 0.0
         groups.setdefault((rate, decay), []).append(parameter)

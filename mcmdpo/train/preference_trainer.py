@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
-from mcmdpo.train.losses import dpo_loss, mcmdpo_loss, response_metrics, sequence_logps
+from mcmdpo.train.losses import answer_logits_mask, answer_logps, dpo_loss, mcmdpo_loss, response_metrics
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.sampling import LengthGroupingMixin
 from mcmdpo.train.shared_prefix import shared_prefix_logps
@@ -25,10 +25,12 @@ NON_MODEL_KEYS = ("index", "reference_logps", "labels")
 
 
 def batch_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], num_sequences: int, average: bool) -> torch.Tensor:
-    """[records, sequences] log-probs of a flattened preference batch."""
+    """[records, sequences] log-probs of a flattened preference batch. Only the positions that
+    predict an answer token go through the output head (a few dozen of a sequence's hundreds)."""
     inputs = {key: value for key, value in batch.items() if key not in NON_MODEL_KEYS}
-    logits = model(**inputs, use_cache=False).logits
-    return sequence_logps(logits, batch["labels"], average).view(-1, num_sequences)
+    predicts_answer = answer_logits_mask(batch["labels"])
+    answer_logits = model(**inputs, use_cache=False, logits_to_keep=predicts_answer).logits
+    return answer_logps(answer_logits, batch["labels"], predicts_answer, average).view(-1, num_sequences)
 
 
 def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from mcmdpo.data.collate import pad_rows, stack_padded
+from mcmdpo.data.collate import PAD_VALUES, pad_rows
+from mcmdpo.data.image_inputs import concat_padded
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.train.losses import sequence_logps
 
@@ -25,11 +26,18 @@ from mcmdpo.train.losses import sequence_logps
 LAYOUTS = {8: (4, 2), 2: (1, 1)}  # sequences per record: (prompts, images)
 
 
+# Per-token inputs beside input_ids that a family's model takes (image-token flags).
+TOKEN_TYPE_KEYS = tuple(key for key in PAD_VALUES if key not in ("input_ids", "attention_mask", "labels"))
+
+
 def split_at_answer(sequence: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
     """(prompt ids, response ids, response labels): the prompt ends where the labels start."""
-    labels = sequence["labels"]
-    first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    return sequence["input_ids"][:first], sequence["input_ids"][first:], labels[first:]
+    first = first_answer(sequence)
+    return sequence["input_ids"][:first], sequence["input_ids"][first:], sequence["labels"][first:]
+
+
+def first_answer(sequence: dict[str, Any]) -> int:
+    return next(i for i, label in enumerate(sequence["labels"]) if label != IGNORE_INDEX)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class SharedPrefixCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts, responses, labels, images = [], [], [], []
+        prompt_types: dict[str, list[list[int]]] = {key: [] for key in TOKEN_TYPE_KEYS if key in items[0]["sequences"][0]}
         for item in items:
             sequences = item["sequences"]
             if len(sequences) not in LAYOUTS:
@@ -52,6 +61,8 @@ class SharedPrefixCollator:
                 if chosen[0] != rejected[0]:
                     raise ValueError("the two responses of a prompt do not share its tokens")
                 prompts.append(chosen[0])
+                for key, rows in prompt_types.items():
+                    rows.append(sequences[2 * prompt][key][: first_answer(sequences[2 * prompt])])
                 responses += [chosen[1], rejected[1]]
                 labels += [chosen[2], rejected[2]]
             # m_w is the image of sequence 0 (c_w, m_w, y_w), m_l that of sequence 2 (c_w, m_l, y_w).
@@ -64,16 +75,19 @@ class SharedPrefixCollator:
             "response_labels": pad_rows(labels, IGNORE_INDEX, left=False),
             "index": torch.tensor([item["index"] for item in items]),
         }
-        image_keys = [key for key in images[0] if key not in ("input_ids", "attention_mask", "labels")]
+        for key, rows in prompt_types.items():
+            batch[f"prompt_{key}"] = pad_rows(rows, 0, left=True)
+        image_keys = [key for key in images[0] if key not in PAD_VALUES]
         for key in image_keys:
-            batch[key] = stack_padded([torch.as_tensor(image[key]) for image in images])
+            batch[key] = concat_padded([torch.as_tensor(image[key]) for image in images])
         if "reference_logps" in items[0]:
             batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
         return batch
 
 
-def _llava_model(model: Any) -> Any:
-    """The LlavaModel inside a policy that may be wrapped by DeepSpeed or PEFT."""
+def _base_model(model: Any) -> Any:
+    """The multimodal base model (vision tower, projector, language model) inside a policy that
+    may be wrapped by DeepSpeed or PEFT."""
     inner = getattr(model, "module", model)  # DeepSpeed engine
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
     return inner.model
@@ -87,9 +101,11 @@ def shared_prefix_logps(model: Any, batch: dict[str, torch.Tensor], average: boo
     num_sequences = batch["response_input_ids"].shape[0] // num_records
     num_prompts, num_images = LAYOUTS[num_sequences]
     # 1. Each distinct image once: 2 per record.
-    image_kwargs = {"image_sizes": batch["image_sizes"]} if "image_sizes" in batch else {}
-    encoded = _llava_model(model).get_image_features(pixel_values=batch["pixel_values"], return_dict=True, **image_kwargs)
-    features = encoded.pooler_output
+    # Everything the collator did not put there for the text is the family's image inputs.
+    image_inputs = {
+        key: value for key, value in batch.items() if not key.startswith(("prompt_", "response_")) and key not in ("index", "reference_logps")
+    }
+    features = _base_model(model).get_image_features(**image_inputs, return_dict=True).pooler_output
     # Prompt p of a record shows image p % 2 (m_w for c_w and c_l, m_l likewise) of that record.
     prompt_features = [
         features[(row // num_prompts) * num_images + (row % num_prompts) % num_images] for row in range(prompt_mask.shape[0])
@@ -100,6 +116,7 @@ def shared_prefix_logps(model: Any, batch: dict[str, torch.Tensor], average: boo
         input_ids=batch["prompt_input_ids"],
         attention_mask=prompt_mask,
         position_ids=prompt_positions,
+        **{key: batch[f"prompt_{key}"] for key in TOKEN_TYPE_KEYS if f"prompt_{key}" in batch},
         mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=prompt_features)},
         use_cache=True,
         logits_to_keep=1,

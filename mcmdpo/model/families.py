@@ -1,0 +1,121 @@
+"""The model-family layer: one short declaration per family of image-text-to-text checkpoints.
+
+A declaration says what cannot be read off the checkpoint or its processor:
+- where the vision encoder and the projector are (module paths under the model; everything else
+  is the language model), which drives freezing per paradigm, LoRA targets, component learning
+  rates and what stays unquantised;
+- which processor outputs ride along with the pixels and how the pixels are laid out
+  (:class:`~mcmdpo.data.image_inputs.ImageInputs`);
+- the conversation template it is trained with by default (LLaVA's Vicuna v1, as the original
+  recipe, or the checkpoint's own chat template), and whether LLaVA's pad protocol applies;
+- whether the shared-prefix step can run it exactly.
+
+What the processor already knows is taken from it, not declared again: how many tokens an image
+becomes (the processor's own placeholder expansion, transformers' unified processor API), and the
+end of an answer's turn (the special token its chat template closes an answer with).
+
+Adding a family: one :class:`ModelFamily` here, one tiny recipe in :mod:`mcmdpo.model.tiny`; the
+shared test matrix (``tests/test_families.py``) then runs every capability on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from mcmdpo.data.image_inputs import ImageInputs
+
+COMPONENTS = ("vision_tower", "projector", "language_model")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str  # the --architecture name of its tiny checkpoints
+    model_types: tuple[str, ...]  # config.model_type values it covers
+    vision_encoder: tuple[str, ...]  # module paths, e.g. "model.vision_tower"
+    projector: tuple[str, ...]
+    inputs: ImageInputs = ImageInputs()
+    conversation_template: str = "checkpoint"  # the default of --conversation_template auto
+    pad_protocol: bool = False  # LLaVA's --image_aspect_ratio pad applies
+    shared_prefix: bool = True  # the shared-prefix step is exact for it
+
+    @cached_property
+    def _component_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
+        # A path matches as whole dotted segments anywhere in a name, so PEFT's and DeepSpeed's
+        # prefixes ("base_model.model.", "module.") and modules_to_save copies still match.
+        def pattern(paths: tuple[str, ...]) -> re.Pattern[str]:
+            return re.compile(r"(^|\.)(" + "|".join(re.escape(path) for path in paths) + r")(\.|$)")
+
+        return [("vision_tower", pattern(self.vision_encoder)), ("projector", pattern(self.projector))]
+
+    def component_of(self, name: str) -> str:
+        """The component a parameter or module belongs to, from its name."""
+        for component, pattern in self._component_patterns:
+            if pattern.search(name):
+                return component
+        return "language_model"
+
+    def module_names(self, component: str) -> tuple[str, ...]:
+        """The declared module paths of the vision tower or the projector."""
+        return {"vision_tower": self.vision_encoder, "projector": self.projector}[component]
+
+
+_LLAVA = dict(vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector", "model.image_newline"))
+
+FAMILIES: tuple[ModelFamily, ...] = (
+    ModelFamily("llava", ("llava",), **_LLAVA, conversation_template="vicuna_v1", pad_protocol=True),
+    ModelFamily(
+        "llava_next", ("llava_next",), **_LLAVA, inputs=ImageInputs(("pixel_values", "image_sizes")),
+        conversation_template="vicuna_v1", pad_protocol=True,
+    ),
+    ModelFamily("llava_onevision", ("llava_onevision",), **_LLAVA, inputs=ImageInputs(("pixel_values", "image_sizes"))),
+    ModelFamily(
+        "qwen2_5_vl", ("qwen2_5_vl",),
+        vision_encoder=("model.visual.patch_embed", "model.visual.blocks"),
+        projector=("model.visual.merger",),
+        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids", frames_per_patch=2),
+        shared_prefix=False,  # 3-D rotary positions (the model computes them from the whole row)
+    ),
+    ModelFamily(
+        "qwen3_vl", ("qwen3_vl",),
+        vision_encoder=("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
+        projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
+        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids", frames_per_patch=2),
+        shared_prefix=False,
+    ),
+    ModelFamily(
+        "gemma3", ("gemma3",),
+        vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
+        inputs=ImageInputs(("pixel_values",), token_type_key="token_type_ids"),
+    ),
+    ModelFamily(
+        "smolvlm", ("smolvlm", "idefics3"),
+        vision_encoder=("model.vision_model",), projector=("model.connector",),
+        inputs=ImageInputs(("pixel_values", "pixel_attention_mask"), zero_image_is_padding=True),
+    ),
+)
+BY_NAME = {family.name: family for family in FAMILIES}
+ARCHITECTURES = tuple(BY_NAME)
+
+
+class UnsupportedModelError(ValueError):
+    """A checkpoint of a model type no family declares."""
+
+
+def family_for(config_or_model_type: Any) -> ModelFamily:
+    """The family of a config (or a model type name)."""
+    model_type = config_or_model_type if isinstance(config_or_model_type, str) else config_or_model_type.model_type
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    supported = sorted(t for family in FAMILIES for t in family.model_types)
+    raise UnsupportedModelError(f"no model family declares model_type {model_type!r}; supported: {supported}")
+
+
+def family_of_model(model: Any) -> ModelFamily:
+    """The family of a model, through DeepSpeed's and PEFT's wrappers."""
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return family_for(inner.config)
