@@ -34,20 +34,21 @@ def bench_inference(args: argparse.Namespace, workdir: Path) -> dict[str, float]
     from mcmdpo.data.loading import load_examples
     from mcmdpo.data.synthetic import write_dataset
     from mcmdpo.eval.generation import GenerationSettings, generate_responses
-    from mcmdpo.model.loading import load_model, load_processor
+    from mcmdpo.model.loading import load_family, load_model, load_processor
     from mcmdpo.model.tiny import write_tiny_checkpoint
 
     data = write_dataset(workdir / "data", num_sft=1, num_pref_train=2, num_pref_test=2, num_test=args.records)
     model_path = args.model_name or str(write_tiny_checkpoint(workdir / "tiny"))
     processor = load_processor(model_path, padding_side="left")
     model = load_model(model_path).eval()
+    inputs = load_family(model_path).inputs
     examples = load_examples(data / "test.jsonl", "test", data / "image", show_progress=False).examples
     settings = GenerationSettings(temperature=0.0, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
 
     def run(batch_size: int) -> float:
-        list(generate_responses(model, processor, examples[:batch_size], data / "image", settings, batch_size))  # warm-up
+        list(generate_responses(model, processor, inputs, examples[:batch_size], data / "image", settings, batch_size))  # warm-up
         start = time.perf_counter()
-        for _ in generate_responses(model, processor, examples, data / "image", settings, batch_size):
+        for _ in generate_responses(model, processor, inputs, examples, data / "image", settings, batch_size):
             pass
         return len(examples) / (time.perf_counter() - start)
 

@@ -33,7 +33,7 @@ from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import PreferenceCollator, PreferenceDataset
 from mcmdpo.data.records import PreferenceExample
 from mcmdpo.data.synthetic import write_dataset
-from mcmdpo.model.loading import load_model, load_processor
+from mcmdpo.model.loading import load_family, load_model, load_processor
 from mcmdpo.model.tiny import write_tiny_checkpoint
 from mcmdpo.train.losses import mcmdpo_loss
 from mcmdpo.train.preference_trainer import batch_sequence_logps
@@ -86,7 +86,7 @@ def main() -> int:
         data = write_dataset(tmp / "data", num_sft=1, num_pref_train=max(2, args.records), num_pref_test=1, num_test=1)
         processor = load_processor(checkpoint)
         examples = long_context_examples(data, args.records)
-        dataset = PreferenceDataset(examples, processor, data / "image", 4096)
+        dataset = PreferenceDataset(examples, processor, data / "image", 4096, load_family(checkpoint).inputs)
         items = [dataset[i] for i in range(len(dataset))]
         pad = processor.tokenizer.pad_token_id
         full_batch, shared_batch = PreferenceCollator(pad)(items), SharedPrefixCollator(pad)(items)

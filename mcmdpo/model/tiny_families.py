@@ -166,7 +166,11 @@ def gemma3(spec: "TinyModelSpec") -> tuple[Any, PreTrainedModel]:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.convert_tokens_to_ids("<eos>"), tokenizer.eos_token_id],
         pad_token_id=tokenizer.pad_token_id,
     )
-    return processor, Gemma3ForConditionalGeneration(config)
+    model = Gemma3ForConditionalGeneration(config)
+    # transformers starts the projection at zero (images invisible, no gradient to the vision
+    # tower until it moves); a checkpoint's is trained, so the stand-in's is random.
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=config.text_config.initializer_range)
+    return processor, model
 
 
 def smolvlm_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:

@@ -110,6 +110,8 @@ def shared_prefix_logps(model: Any, batch: dict[str, torch.Tensor], average: boo
     prompt_features = [
         features[(row // num_prompts) * num_images + (row % num_prompts) % num_images] for row in range(prompt_mask.shape[0])
     ]
+    if isinstance(features, torch.Tensor):  # one tensor for all images (Gemma 3), not one per image (LLaVA-NeXT)
+        prompt_features = torch.stack(prompt_features)
     # 2. Each distinct prompt once, keeping its keys and values (with their gradients).
     prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     prompt_out = model(
