@@ -1,8 +1,9 @@
 """The end-to-end demo: the paper's pipeline on a laptop CPU, start to finish.
 
-    python -m mcmdpo.demo --output_dir runs/quickstart [--sft_steps 300] [--pref_steps 60] ...
+    python -m mcmdpo.demo --output_dir runs/quickstart [--architecture NAME] [--sft_steps 300] [--pref_steps 60] ...
 
-1. a tiny random LLaVA and the synthetic alt-text data;
+1. a tiny random model (LLaVA by default; ``--architecture`` picks any declared family, e.g.
+   ``qwen2_5_vl``, with its real tokenizer and processor) and the synthetic alt-text data;
 2. SFT on the (noisy) SFT split;
 3. DPO and MCM-DPO, both from the same SFT checkpoint, on the preference split;
 4. inference on the test split with base, SFT, DPO and MCM-DPO, and COCO scoring;
@@ -25,6 +26,7 @@ from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.eval import inference
 from mcmdpo.eval.preferences import evaluate_preferences
 from mcmdpo.eval.scoring import plot_scores, score_file
+from mcmdpo.model.families import ARCHITECTURES
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train import cli as train_cli
 from mcmdpo.train.plotting import plot_demo_curves
@@ -36,6 +38,7 @@ SCORE_NAMES = {"cider": "cider", "bleu4": "bleu4", "meteor": "meteor", "rougel":
 @dataclass
 class DemoConfig:
     output_dir: str = "runs/quickstart"
+    architecture: str = "llava"
     seed: int = 0
     num_sft: int = 2000
     num_pref_train: int = 1000
@@ -76,7 +79,7 @@ def run(config: DemoConfig) -> dict[str, dict[str, float]]:
     start = time.perf_counter()
 
     # 1. Model and data.
-    checkpoints = {"base": write_tiny_checkpoint(out / "base", TinyModelSpec(seed=config.seed))}
+    checkpoints = {"base": write_tiny_checkpoint(out / "base", TinyModelSpec(architecture=config.architecture, seed=config.seed))}
     data = write_dataset(
         out / "data", seed=config.seed, num_sft=config.num_sft, num_pref_train=config.num_pref_train,
         num_pref_test=config.num_pref_test, num_test=config.num_test, sft_noise=config.sft_noise,
@@ -205,7 +208,8 @@ def render_report(summary: dict[str, dict[str, float]], config: DemoConfig, timi
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mcmdpo.demo", description=__doc__.split("\n\n")[0])
     for name, default in asdict(DemoConfig()).items():
-        parser.add_argument(f"--{name}", type=type(default), default=default)
+        choices = ARCHITECTURES if name == "architecture" else None
+        parser.add_argument(f"--{name}", type=type(default), default=default, choices=choices)
     config = DemoConfig(**vars(parser.parse_args(argv)))
     summary = run(config)
     print(json.dumps(summary, indent=1))

@@ -39,3 +39,18 @@ def test_quickstart_pipeline_reduced(tmp_path):
         assert (out / plot).stat().st_size > 10_000, plot
     for model in summary:
         assert len((out / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 8
+
+
+@pytest.mark.slow
+def test_the_demo_runs_on_another_family(tmp_path):
+    """--architecture: the same pipeline on a tiny Qwen2.5-VL (real tokenizer, processor, template)."""
+    from mcmdpo.demo import main
+
+    out = tmp_path / "qwen"
+    assert main(["--output_dir", str(out), "--architecture", "qwen2_5_vl", "--num_sft", "16", "--num_pref_train", "8",
+                 "--num_pref_test", "4", "--num_test", "4", "--sft_steps", "3", "--pref_steps", "2", "--pref_batch", "2",
+                 "--max_new_tokens", "4", "--num_beams", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["base", "sft", "dpo", "mcmdpo"]
+    assert json.loads((out / "base" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert all(len((out / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 4 for model in summary)

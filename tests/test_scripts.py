@@ -153,3 +153,31 @@ def test_sft_under_zero3_with_text_only_records_beside_image_records(tiny_checkp
     )
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_mcmdpo_script_under_zero3_with_a_qwen2_5_vl_checkpoint(synthetic_dir, tmp_path):
+    """scripts/mcmdpo.sh as for LLaVA, on a tiny Qwen2.5-VL (real tokenizer and processor, 3-D
+    rotary positions, flattened patches with their grid): ZeRO-3 on two CPU processes, the
+    reference cached, the vision tower trained, and the checkpoint reloads as Qwen2.5-VL."""
+    import torch
+
+    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+
+    base = write_tiny_checkpoint(tmp_path / "base", TinyModelSpec(architecture="qwen2_5_vl"))
+    out = tmp_path / "mcmdpo"
+    run_script(
+        "mcmdpo.sh", MODEL_PATH=str(base), DATA_PATH=str(synthetic_dir / "pref_train.json"), IMAGE_FOLDER=str(synthetic_dir / "image"),
+        OUTPUT_DIR=str(out), DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / "zero3.json"), PER_DEVICE_BATCH="1", GLOBAL_BATCH="2",
+        LEARNING_RATE="1e-3",
+        EXTRA_ARGS=f"--max_steps 3 --dataloader_num_workers 0 --report_to none --save_strategy no --reference_cache_dir {tmp_path / 'cache'}",
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and state["log_history"][0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert all(f"accuracies/{term}" in state["log_history"][0] for term in ("response", "image", "context", "all"))
+    trained = AutoModelForImageTextToText.from_pretrained(out)
+    assert type(trained).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    before = dict(AutoModelForImageTextToText.from_pretrained(base).named_parameters())
+    after = dict(trained.named_parameters())
+    for name in ("model.visual.blocks.0.mlp.gate_proj.weight", "model.visual.merger.mlp.0.weight", "model.language_model.layers.0.mlp.up_proj.weight"):
+        assert not torch.equal(after[name], before[name]), name
