@@ -66,6 +66,18 @@ class LengthReport:
         return path
 
 
+def image_token_count(processor: Any, size: tuple[int, int]) -> int | None:
+    """The processor's own count of the tokens an image of (height, width) becomes, computed from
+    the size alone (no image is encoded), where the processor offers it."""
+    counter = getattr(processor, "_get_num_multimodal_tokens", None)
+    if counter is None:
+        return None
+    try:
+        return int(counter(image_sizes=[list(size)]).num_image_tokens[0])
+    except (AttributeError, KeyError, TypeError, ValueError, NotImplementedError):
+        return None
+
+
 def check_lengths(
     examples: Sequence[Any],
     image_sizes: Sequence[tuple[int, int] | None],
@@ -79,23 +91,27 @@ def check_lengths(
     record's own conversation) and report which records to keep."""
     conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
     report = LengthReport(len(examples), max_length)
-    replacements: dict[tuple[int, int], tuple[str, int]] = {}
+    replacements: dict[Any, tuple[str, int]] = {}
 
-    def replacement_of(size: tuple[int, int] | None) -> str | None:
-        """What the placeholder becomes for an image of this size (and its token count), once per size."""
+    def replacement_of(size: tuple[int, int] | None) -> tuple[str, int] | None:
+        """What the placeholder becomes for an image of this size, and its token count. Encoding
+        an image can take a second (SmolVLM resizes to 2,048 pixels and crops), so one image is
+        encoded per distinct count of the processor's own token arithmetic: images with the same
+        count expand to the same number of tokens, bounded by special tokens in every family."""
         if size is None:
             return None
-        if size not in replacements:
+        key = image_token_count(processor, size)
+        key = ("size", size) if key is None else ("count", key)
+        if key not in replacements:
             text = image_replacement(processor, size, inputs)
-            replacements[size] = text, len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return replacements[size][0]
+            replacements[key] = text, len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return replacements[key]
 
     for position in tqdm(range(len(examples)), desc="measuring sequence lengths", disable=not show_progress):
         example = examples[position]
         if image_sizes[position] is not None:
-            replacement_of(image_sizes[position])
-            report.image_tokens.append(replacements[image_sizes[position]][1])
-        plans = [plan_sequence(processor, turns, replacement_of(size)) for turns, size in conversations_at(position)]
+            report.image_tokens.append(replacement_of(image_sizes[position])[1])
+        plans = [plan_sequence(processor, turns, (replacement_of(size) or (None,))[0]) for turns, size in conversations_at(position)]
         if any(plan.first_answer >= max_length for plan in plans):
             report.dropped.append(example.idx)
             continue
