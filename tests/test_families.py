@@ -248,3 +248,17 @@ def test_a_text_only_sft_batch_carries_a_masked_blank_image_that_changes_nothing
     model = load_model(str(family_checkpoints[name]), image_aspect_ratio=PROTOCOL[name]).eval()
     with torch.no_grad():
         assert model(**with_blank).loss.item() == pytest.approx(model(**plain).loss.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", [name for name in ARCHITECTURES if not BY_NAME[name].shared_prefix])
+def test_asking_for_the_shared_prefix_step_where_a_family_cannot_take_it_says_so_and_trains(
+    family_checkpoints, small_data, tmp_path, capsys, name
+):
+    out = tmp_path / "dpo"
+    assert train_main(["--stage", "dpo", "--model_name_or_path", str(family_checkpoints[name]), "--output_dir", str(out),
+                       "--data_path", str(small_data / "pref_train.json"), "--image_folder", str(small_data / "image"),
+                       "--max_steps", "1", "--per_device_train_batch_size", "1", "--shared_prefix", "true",
+                       "--activation_checkpointing", "false", "--reference_cache_dir", str(tmp_path / "cache"), *COMMON]) == 0
+    notices = [line for line in capsys.readouterr().out.splitlines() if "shared-prefix" in line]
+    assert notices == [f"note: the shared-prefix step cannot run {name} exactly; training with the plain step"]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
