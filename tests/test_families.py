@@ -262,3 +262,12 @@ def test_asking_for_the_shared_prefix_step_where_a_family_cannot_take_it_says_so
     notices = [line for line in capsys.readouterr().out.splitlines() if "shared-prefix" in line]
     assert notices == [f"note: the shared-prefix step cannot run {name} exactly; training with the plain step"]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+
+
+def test_llavas_vicuna_template_on_another_family_is_a_clear_error(family_checkpoints):
+    from mcmdpo.model import CheckpointError
+
+    with pytest.raises(CheckpointError, match="vicuna_v1 is LLaVA's.*<\\|image_pad\\|>"):
+        load_processor(str(family_checkpoints["qwen2_5_vl"]), conversation_template="vicuna_v1")
+    with pytest.raises(CheckpointError, match="pad is LLaVA's protocol"):
+        load_processor(str(family_checkpoints["qwen2_5_vl"]), image_aspect_ratio="pad")

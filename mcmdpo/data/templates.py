@@ -81,6 +81,11 @@ def apply_template(processor: Any, requested: str = "auto", family_default: str 
     """Set the processor's chat template to the one requested (``checkpoint`` keeps its own) and
     return the processor. A saved processor then records the template that training used."""
     if resolve_template(processor, requested, family_default) == "vicuna_v1":
+        if getattr(processor, "image_token", "<image>") != "<image>":
+            raise ValueError(
+                f"--conversation_template vicuna_v1 is LLaVA's: it writes <image>, and {type(processor).__name__} expands "
+                f"{processor.image_token!r}; use the checkpoint's own template (checkpoint or auto)"
+            )
         processor.chat_template = VICUNA_V1_CHAT_TEMPLATE
     elif getattr(processor, "chat_template", None) is None:
         raise ValueError("the checkpoint's processor has no chat template; use --conversation_template vicuna_v1")

@@ -172,7 +172,10 @@ def load_processor(
         # Vicuna-based checkpoints may ship without a pad token; padding is masked anyway.
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     tokenizer.padding_side = padding_side
-    return apply_template(processor, conversation_template, family_for(config).conversation_template)
+    try:
+        return apply_template(processor, conversation_template, family_for(config).conversation_template)
+    except ValueError as error:
+        raise CheckpointError(f"{model_name_or_path}: {error}") from error
 
 
 def llava_config_from_next(config: PretrainedConfig) -> LlavaConfig:
