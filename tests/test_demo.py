@@ -16,29 +16,59 @@ REQUIRED = ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_
 
 
 @pytest.mark.slow
-def test_quickstart_pipeline_reduced(tmp_path):
+def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
+    """Two seeds, reduced data and evaluation but the demo's SFT recipe: SFT reads the image at
+    both seeds (held-out image accuracy well above chance), and the report shows both."""
     out = tmp_path / "quickstart"
-    reduced = ("--num_sft 96 --num_pref_train 32 --num_pref_test 16 --num_test 8 --sft_steps 20 --pref_steps 4 "
+    reduced = ("--seeds 0 1 --num_sft 2000 --num_pref_train 32 --num_pref_test 64 --num_test 8 --pref_steps 4 "
                "--max_new_tokens 8 --num_beams 2")
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "quickstart.sh")],
         env={**os.environ, "OUTPUT_DIR": str(out), "EXTRA_ARGS": reduced},
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["base", "sft", "dpo", "mcmdpo"]
-    for model, metrics in summary.items():
+    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "per_seed"]
+    assert list(summary["per_seed"]) == ["0", "1"]
+    for model in ("base", "sft", "dpo", "mcmdpo"):
         for name in REQUIRED:
-            assert isinstance(metrics[name], float) and math.isfinite(metrics[name]), (model, name)
-        assert 0 <= metrics["preference_accuracy"] <= 1
+            values = [summary["per_seed"][seed][model][name] for seed in ("0", "1")]
+            assert all(isinstance(v, float) and math.isfinite(v) for v in values), (model, name)
+            assert summary[model][name] == pytest.approx(sum(values) / 2)
+        assert 0 <= summary[model]["preference_accuracy"] <= 1
+    for seed in ("0", "1"):
+        assert summary["per_seed"][seed]["sft"]["image_accuracy"] >= 0.75, seed  # chance: 0.5
     report = (out / "report.md").read_text()
-    assert "| model | cider | bleu4 | meteor | rougel | preference_accuracy | image_margin | context_margin |" in report
-    assert all(f"| {model} |" in report for model in summary)
+    assert "## Over 2 seeds (0, 1): mean (min–max)" in report and "### Seed 0" in report and "### Seed 1" in report
+    assert "SFT learns to use the image: **yes**" in report
     for plot in ("training_curves.png", "scores.png", "margins.png"):
         assert (out / plot).stat().st_size > 10_000, plot
-    for model in summary:
-        assert len((out / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 8
+    for seed in ("0", "1"):
+        for model in ("base", "sft", "dpo", "mcmdpo"):
+            assert len((out / f"seed{seed}" / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 8
+
+
+def test_verdicts_respect_the_spread_over_seeds():
+    from mcmdpo.demo_report import claim, render_report, verdict
+
+    assert verdict([2.1, 1.9, 2.4], [0.8, 0.9, 0.7], 0.01) == "yes"
+    assert verdict([-0.0001, -0.0004, 0.0002], [-0.0004, 0.0001, -0.0002], 0.01) == "not shown"  # equal within noise
+    assert verdict([0.3, 0.2], [0.9, 1.0], 0.01) == "no"  # reversed at every seed
+    assert verdict([2.0, 0.5], [1.0, 1.0], 0.01) == "not shown"  # holds at one seed only
+    per_seed = {
+        0: {"dpo": {"image_margin": 0.85}, "mcmdpo": {"image_margin": 2.09}},
+        1: {"dpo": {"image_margin": -0.0004}, "mcmdpo": {"image_margin": -0.0001}},
+    }
+    line = claim(per_seed, "mcmdpo", "dpo", "image_margin", "MCM-DPO makes the model more sensitive to the image")
+    assert "**not shown**" in line and "seed 0: 2.09 vs 0.85" in line and "seed 1: -0.00 vs -0.00" in line
+    metrics = {m: 1.0 for m in ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_accuracy", "image_margin",
+                                "context_margin")}
+    models = {name: dict(metrics) for name in ("base", "sft", "dpo", "mcmdpo")}
+    models["sft"]["cider"] = 50.0
+    report = render_report({0: models, 1: models}, {"seeds": [0, 1]}, {"total_s": 1.0})
+    assert "SFT beats the untrained model on CIDEr: **yes**" in report
+    assert "MCM-DPO makes the model more sensitive to the image than DPO does: **not shown**" in report
 
 
 @pytest.mark.slow
@@ -47,10 +77,10 @@ def test_the_demo_runs_on_another_family(tmp_path):
     from mcmdpo.demo import main
 
     out = tmp_path / "qwen"
-    assert main(["--output_dir", str(out), "--architecture", "qwen2_5_vl", "--num_sft", "16", "--num_pref_train", "8",
+    assert main(["--output_dir", str(out), "--architecture", "qwen2_5_vl", "--seeds", "0", "--num_sft", "16", "--num_pref_train", "8",
                  "--num_pref_test", "4", "--num_test", "4", "--sft_steps", "3", "--pref_steps", "2", "--pref_batch", "2",
                  "--max_new_tokens", "4", "--num_beams", "1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["base", "sft", "dpo", "mcmdpo"]
-    assert json.loads((out / "base" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
-    assert all(len((out / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 4 for model in summary)
+    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "per_seed"]
+    assert json.loads((out / "seed0" / "base" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert all(len((out / "seed0" / "predictions" / f"{m}.jsonl").read_text().splitlines()) == 4 for m in summary["per_seed"]["0"])

@@ -50,20 +50,21 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path, ti
     return path
 
 
-def plot_demo_curves(states: dict[str, Path], path: str | Path) -> Path:
+def plot_demo_curves(states: dict[str, list[Path]], path: str | Path) -> Path:
     """Training curves of several runs side by side: each run's loss, and the preference runs'
-    margins (response; image and context where logged)."""
+    margins (response; image and context where logged); one line per seed of each run."""
     import json
 
-    histories = {name: json.loads(Path(state).read_text())["log_history"] for name, state in states.items()}
+    histories = {name: [json.loads(Path(state).read_text())["log_history"] for state in paths] for name, paths in states.items()}
     colors = {name: f"C{i}" for i, name in enumerate(histories)}  # one colour per run in every panel
     panels = [("loss", "loss")] + [(key, key) for key in ("rewards/margins", "margins/image", "margins/context")]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for axis, (key, title) in zip(axes[0], panels):
-        for name, history in histories.items():
-            points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
-            if points:
-                axis.plot(*zip(*points), label=name, color=colors[name])
+        for name, runs in histories.items():
+            for seed_number, history in enumerate(runs):
+                points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+                if points:
+                    axis.plot(*zip(*points), label=name if seed_number == 0 else None, color=colors[name], alpha=0.8, linewidth=1)
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
