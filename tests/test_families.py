@@ -5,6 +5,7 @@ and chat template, tiny random weights), through the same entry points users run
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from transformers import AutoModelForImageTextToText
 
 from mcmdpo.data import load_examples
 from mcmdpo.data.conversation import IGNORE_INDEX, render_conversation
-from mcmdpo.data.image_inputs import encode_image
+from mcmdpo.data.image_inputs import encode_image, frames_per_patch
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels
 from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
 from mcmdpo.eval.inference import main as inference_main
@@ -73,6 +74,9 @@ def test_checkpoint_reloads_through_the_auto_classes(family_checkpoints, name):
     model = AutoModelForImageTextToText.from_pretrained(checkpoint)
     assert family_for(model.config) is BY_NAME[name]
     processor = load_checkpoint_processor(checkpoint)
+    # DataLoader workers started by spawn receive the processor pickled (image-only ones too).
+    copy = pickle.loads(pickle.dumps(processor))
+    assert type(copy).__name__ == type(processor).__name__ and copy.tokenizer("a b")["input_ids"] == processor.tokenizer("a b")["input_ids"]
     # Generation stops at the end of an answer's turn, as the template closes it.
     text, spans = render_conversation(processor, [("Q", "A")], with_image=False)
     closing = processor.tokenizer.convert_ids_to_tokens(model.generation_config.eos_token_id)
@@ -119,12 +123,14 @@ def test_diffusion_noise_has_one_law_in_every_family(family_checkpoints, name):
     patch get the same noise, so the noisy image is still one image repeated."""
     processor, family = loaded(family_checkpoints[name], name)
     clean = encode_image(processor, Image.new("RGB", (96, 64), (120, 60, 200)), family.inputs).tensors["pixel_values"]
-    noisy = diffuse_pixels(clean, 700, seed=11, frames_per_patch=family.inputs.frames_per_patch)
+    frames = frames_per_patch(processor)
+    assert frames == (2 if name.startswith("qwen") else 1)
+    noisy = diffuse_pixels(clean, 700, seed=11, frames_per_patch=frames)
     noise = (noisy - 0.5931 * clean) / 0.8050
     assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1) < 0.05
-    if family.inputs.frames_per_patch > 1:
-        frames = noise.reshape(noise.shape[0], 3, family.inputs.frames_per_patch, -1)
-        assert torch.allclose(frames[:, :, 0], frames[:, :, 1], atol=1e-5)
+    if frames > 1:
+        copies = noise.reshape(noise.shape[0], 3, frames, -1)
+        assert torch.allclose(copies[:, :, 0], copies[:, :, 1], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -226,11 +232,14 @@ def test_dpo_with_lora_adapts_the_language_model_only(family_checkpoints, small_
     assert train_main(["--stage", "dpo", "--model_name_or_path", str(family_checkpoints[name]), "--output_dir", str(out),
                        "--data_path", str(small_data / "pref_train.json"), "--image_folder", str(small_data / "image"),
                        "--image_aspect_ratio", PROTOCOL[name], "--max_steps", "1", "--per_device_train_batch_size", "1",
-                       "--use_lora", "true", "--lora_r", "4", "--train_vision_tower", "false", "--train_projector", "false",
+                       "--use_lora", "true", "--lora_r", "4", "--train_vision_tower", "true", "--train_projector", "true",
                        "--precompute_reference_logps", "false", *COMMON]) == 0
-    adapted = json.loads((out / "adapter_config.json").read_text())["target_modules"]
+    config = json.loads((out / "adapter_config.json").read_text())
     family = BY_NAME[name]
-    assert adapted and all(family.component_of(module) == "language_model" for module in adapted)
+    assert config["target_modules"] and all(family.component_of(module) == "language_model" for module in config["target_modules"])
+    # The projector and the vision tower train in full beside the adapters (their containers split into modules).
+    saved = {family.component_of(module) for module in config["modules_to_save"]}
+    assert saved == {"vision_tower", "projector"}
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -271,3 +280,18 @@ def test_llavas_vicuna_template_on_another_family_is_a_clear_error(family_checkp
         load_processor(str(family_checkpoints["qwen2_5_vl"]), conversation_template="vicuna_v1")
     with pytest.raises(CheckpointError, match="pad is LLaVA's protocol"):
         load_processor(str(family_checkpoints["qwen2_5_vl"]), image_aspect_ratio="pad")
+
+
+def test_a_record_holding_the_models_own_image_placeholder_is_named(family_checkpoints, small_data, tmp_path, capsys):
+    """Validation rejects "<image>" in text; Qwen's placeholder is caught by the length check,
+    before training, with the record named."""
+    records = json.loads((small_data / "pref_train.json").read_text())
+    text = json.loads(records[2]["text"])
+    records[2]["text"] = json.dumps({**text, "question": text["question"] + " <|image_pad|>"})
+    data = tmp_path / "pref.json"
+    data.write_text(json.dumps(records))
+    assert train_main(["--stage", "dpo", "--model_name_or_path", str(family_checkpoints["qwen2_5_vl"]), "--output_dir",
+                       str(tmp_path / "out"), "--data_path", str(data), "--image_folder", str(small_data / "image"),
+                       "--max_steps", "1", *COMMON]) == 2
+    error = capsys.readouterr().err
+    assert "idx=2" in error and "image placeholder '<|image_pad|>'" in error and "found 2" in error

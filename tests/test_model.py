@@ -121,3 +121,8 @@ def test_each_component_freezes_alone(tiny_checkpoint, vision, projector, langua
             assert expected[component_of(name)], name
             reached[component_of(name)] = True
     assert reached == expected
+
+
+def test_like_and_a_different_architecture_is_an_error():
+    with pytest.raises(ValueError, match="llava-1.5-7b is a llava checkpoint, not qwen2_5_vl"):
+        TinyModelSpec(like="llava-1.5-7b", architecture="qwen2_5_vl")

@@ -75,7 +75,10 @@ def expand_image(processor: Any, text: str, spans: list[Span], replacement: str)
     placeholder = processor.image_token
     at = text.find(placeholder)
     if at < 0 or text.find(placeholder, at + len(placeholder)) >= 0:
-        raise ValueError(f"expected exactly one image placeholder {placeholder!r} in the rendered conversation")
+        raise ValueError(
+            f"expected exactly one image placeholder {placeholder!r} in the rendered conversation, found "
+            f"{text.count(placeholder)}: the record's text holds the model's own image placeholder"
+        )
     end = at + len(placeholder)
     shift = len(replacement) - len(placeholder)
     moved = [(lo + shift if lo >= end else lo, hi + shift if hi >= end else hi) for lo, hi in spans]

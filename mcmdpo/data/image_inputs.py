@@ -23,16 +23,19 @@ class ImageInputs:
     ``image_sizes``, ``image_grid_thw``, ``pixel_attention_mask``); each has the image (or its
     patches) as its first dimension, so a batch concatenates them. ``token_type_key``: the
     text-side input that flags image tokens, where the model needs it (Qwen's 3-D positions,
-    Gemma's bidirectional image attention). ``frames_per_patch``: the pixel tensor holds each
-    patch as [3 channels, frames, ...] with the image repeated over the frames (Qwen's temporal
-    patches), so per-pixel noise is drawn once and repeated. ``zero_image_is_padding``: the model
+    Gemma's bidirectional image attention). ``zero_image_is_padding``: the model
     drops an all-zero image as batch padding (Idefics3 / SmolVLM), so a blank negative cannot be
     exact zeros."""
 
     keys: tuple[str, ...] = ("pixel_values",)
     token_type_key: str | None = None
-    frames_per_patch: int = 1
     zero_image_is_padding: bool = False
+
+
+def frames_per_patch(processor: Any) -> int:
+    """How many identical frames each patch of the pixel tensor holds ([3 channels, frames, ...]:
+    Qwen's temporal patches, an image being a one-frame video), 1 for plain images."""
+    return int(getattr(processor.image_processor, "temporal_patch_size", None) or 1)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from mcmdpo.data.conversation import plan_sequence
 from mcmdpo.data.image_inputs import ImageInputs, image_replacement
+from mcmdpo.data.records import DataValidationError, Problem
 
 Turns = Sequence[tuple[str, str]]
 # A record's sequences to measure: (turns, image (height, width) or None for a text-only one).
@@ -33,7 +34,7 @@ class LengthReport:
     kept: list[int] = field(default_factory=list)  # positions of the records trained on
     dropped: list[Any] = field(default_factory=list)  # idx of records a sequence of which would keep no answer token
     truncated: list[Any] = field(default_factory=list)  # idx of records a sequence of which is cut short
-    image_tokens: list[int] = field(default_factory=list)  # per record image
+    image_tokens: list[int] = field(default_factory=list)  # per record image: the tokens it becomes, markers included
 
     def as_dict(self) -> dict[str, Any]:
         tokens = self.image_tokens
@@ -50,7 +51,7 @@ class LengthReport:
 
     def summary(self) -> str:
         tokens = self.as_dict()["image_tokens"]
-        shown = f"; image tokens per image min {tokens['min']} / median {tokens['median']:g} / max {tokens['max']}" if tokens else ""
+        shown = f"; tokens per image min {tokens['min']} / median {tokens['median']:g} / max {tokens['max']}" if tokens else ""
         return (
             f"{self.records} records, max_length={self.max_length}: {len(self.kept)} kept, {len(self.dropped)} dropped "
             f"(a sequence would keep no answer token), {len(self.truncated)} with an answer cut short{shown}"
@@ -111,7 +112,11 @@ def check_lengths(
         example = examples[position]
         if image_sizes[position] is not None:
             report.image_tokens.append(replacement_of(image_sizes[position])[1])
-        plans = [plan_sequence(processor, turns, (replacement_of(size) or (None,))[0]) for turns, size in conversations_at(position)]
+        try:
+            plans = [plan_sequence(processor, turns, (replacement_of(size) or (None,))[0]) for turns, size in conversations_at(position)]
+        except ValueError as error:  # e.g. the text holds the model's own image placeholder
+            location = getattr(example, "location", None)
+            raise DataValidationError([Problem(str(location.file) if location else "", str(error), location, example.idx)]) from error
         if any(plan.first_answer >= max_length for plan in plans):
             report.dropped.append(example.idx)
             continue

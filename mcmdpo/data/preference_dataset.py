@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.conversation import tokenize_conversation
-from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, mean_colour_image
+from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, frames_per_patch, mean_colour_image
 from mcmdpo.data.lengths import LengthReport, check_lengths
 from mcmdpo.data.negatives import (
     NEGATIVE_IMAGE_TYPES,
@@ -139,7 +139,7 @@ class PreferenceDataset(Dataset):
         seed, kind = self._image_seed(position), self.negatives.image_type
         pixels = clean.tensors["pixel_values"]
         if kind == "diffusion":
-            return clean.with_pixels(diffuse_pixels(pixels, self.negatives.diffusion_step, seed, self.inputs.frames_per_patch))
+            return clean.with_pixels(diffuse_pixels(pixels, self.negatives.diffusion_step, seed, frames_per_patch(self.processor)))
         if kind == "black" and not self.inputs.zero_image_is_padding:
             return clean.with_pixels(black_pixels(pixels))
         if kind == "black":  # the mean colour as an image: exact zeros would be dropped as padding

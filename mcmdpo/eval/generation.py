@@ -23,13 +23,16 @@ class GenerationSettings:
     max_new_tokens: int = 256
     top_p: float | None = None
 
-    def generate_kwargs(self, processor: Any) -> dict[str, Any]:
+    def generate_kwargs(self, processor: Any, model_stops: Any = None) -> dict[str, Any]:
+        """``model_stops``: the checkpoint's own generation_config.eos_token_id (an id or a list);
+        generation stops at those and at the chat template's end of turn."""
+        stops = [model_stops] if isinstance(model_stops, int) else list(model_stops or [])
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "num_beams": self.num_beams,
             "do_sample": self.temperature > 0,
             "pad_token_id": processor.tokenizer.pad_token_id,
-            "eos_token_id": end_of_turn_ids(processor),
+            "eos_token_id": list(dict.fromkeys([*end_of_turn_ids(processor), *stops])),
         }
         if self.temperature > 0:
             kwargs["temperature"] = self.temperature
@@ -52,7 +55,7 @@ def generate_batch(
     batch = PaddingCollator(processor.tokenizer.pad_token_id, padding_side="left")(rows)
     device = next(model.parameters()).device
     batch = {key: value.to(device, model.dtype if value.is_floating_point() else None) for key, value in batch.items()}
-    output = model.generate(**batch, **settings.generate_kwargs(processor))
+    output = model.generate(**batch, **settings.generate_kwargs(processor, model.generation_config.eos_token_id))
     new_tokens = output[:, batch["input_ids"].shape[1]:]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 

@@ -4,18 +4,20 @@ A declaration says what cannot be read off the checkpoint or its processor:
 - where the vision encoder and the projector are (module paths under the model; everything else
   is the language model), which drives freezing per paradigm, LoRA targets, component learning
   rates and what stays unquantised;
-- which processor outputs ride along with the pixels and how the pixels are laid out
-  (:class:`~mcmdpo.data.image_inputs.ImageInputs`);
+- which processor outputs ride along with the pixels, which text-side flags the model needs, and
+  whether it drops an all-zero image as padding (:class:`~mcmdpo.data.image_inputs.ImageInputs`);
 - the conversation template it is trained with by default (LLaVA's Vicuna v1, as the original
   recipe, or the checkpoint's own chat template), and whether LLaVA's pad protocol applies;
 - whether the shared-prefix step can run it exactly.
 
 What the processor already knows is taken from it, not declared again: how many tokens an image
-becomes (the processor's own placeholder expansion, transformers' unified processor API), and the
-end of an answer's turn (the special token its chat template closes an answer with).
+becomes (the processor's own placeholder expansion, transformers' unified processor API), the end
+of an answer's turn (the special token its chat template closes an answer with), and how many
+frames a patch repeats (Qwen's ``temporal_patch_size``).
 
-Adding a family: one :class:`ModelFamily` here, one tiny recipe in :mod:`mcmdpo.model.tiny`; the
-shared test matrix (``tests/test_families.py``) then runs every capability on it.
+Adding a family: one :class:`ModelFamily` here, one tiny recipe in
+:mod:`mcmdpo.model.tiny_families`; the shared test matrix (``tests/test_families.py``) then runs
+every capability on it.
 """
 
 from __future__ import annotations
@@ -75,14 +77,14 @@ FAMILIES: tuple[ModelFamily, ...] = (
         "qwen2_5_vl", ("qwen2_5_vl",),
         vision_encoder=("model.visual.patch_embed", "model.visual.blocks"),
         projector=("model.visual.merger",),
-        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids", frames_per_patch=2),
+        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"),
         shared_prefix=False,  # 3-D rotary positions (the model computes them from the whole row)
     ),
     ModelFamily(
         "qwen3_vl", ("qwen3_vl",),
         vision_encoder=("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
         projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
-        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids", frames_per_patch=2),
+        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"),
         shared_prefix=False,
     ),
     ModelFamily(
@@ -91,7 +93,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
         inputs=ImageInputs(("pixel_values",), token_type_key="token_type_ids"),
     ),
     ModelFamily(
-        "smolvlm", ("smolvlm", "idefics3"),
+        "smolvlm", ("idefics3",),  # SmolVLM-256M/500M/2B ship as Idefics3; SmolVLM2 ("smolvlm") is untested, so not declared
         vision_encoder=("model.vision_model",), projector=("model.connector",),
         inputs=ImageInputs(("pixel_values", "pixel_attention_mask"), zero_image_is_padding=True),
     ),

@@ -4,11 +4,15 @@ the projector and the vision tower, when trained, train in full beside them (``m
 
 from __future__ import annotations
 
+import logging
+
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
 from mcmdpo.model.families import family_of_model
+
+logger = logging.getLogger("mcmdpo.model")
 
 
 def language_model_linear_layers(model: PreTrainedModel) -> list[str]:
@@ -33,10 +37,15 @@ def apply_lora(
 ) -> PeftModel:
     family = family_of_model(model)
     modules = dict(model.named_modules())
-    modules_to_save = [  # whole modules only (LLaVA-NeXT's image_newline is a bare parameter)
-        name for component, on in (("projector", train_projector), ("vision_tower", train_vision_tower)) if on
-        for name in family.module_names(component) if name in modules
-    ]
+    modules_to_save: list[str] = []
+    for component, on in (("projector", train_projector), ("vision_tower", train_vision_tower)):
+        for name in family.module_names(component) if on else ():
+            if name not in modules:  # a bare parameter (LLaVA-NeXT's image_newline): PEFT saves modules only
+                logger.warning("LoRA: %s is a parameter, not a module; it stays frozen", name)
+            elif isinstance(modules[name], (nn.ModuleList, nn.ModuleDict)):  # PEFT copies modules, not containers
+                modules_to_save += [f"{name}.{child}" for child in modules[name]._modules]
+            else:
+                modules_to_save.append(name)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,

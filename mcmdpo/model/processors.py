@@ -1,11 +1,12 @@
-"""Processors on machines without torchvision.
+"""Processors without their video part.
 
 transformers builds the processors of Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision with a video
 processor, and its video processors need torchvision, which has no CPU build on PyPI for the torch
 this project pins (PyPI's wheel links CUDA). Only images go through this project, and nothing on
-the image and text path of these processors touches the video processor, so on such machines the
-processor is the same class with its video processor left out (:func:`image_only`). With
-torchvision installed (any GPU machine) the checkpoint's processor loads as it ships.
+the image and text path of these processors touches the video processor, so where torchvision is
+missing, or the checkpoint carries no video-processor config (our tiny checkpoints, and what is
+trained from them), the processor is the same class with its video processor left out
+(:func:`image_only`). A checkpoint that ships one loads as it ships where torchvision is installed.
 """
 
 from __future__ import annotations
@@ -25,18 +26,37 @@ PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 def image_only(processor_class: type) -> type:
     """``processor_class`` without its video processor (same name, so a saved processor config
     still names the real class). Its ``__init__`` hands the sub-processors to ProcessorMixin
-    positionally, which pairs them with the attributes this class declares."""
+    positionally, which pairs them with the attributes this class declares. Its instances pickle
+    (DataLoader workers started by spawn) by rebuilding the class from the real one."""
     attributes = [name for name in processor_class.get_attributes() if name != "video_processor"]
-    return type(processor_class.__name__, (processor_class,), {"get_attributes": classmethod(lambda cls: list(attributes))})
+    return type(
+        processor_class.__name__,
+        (processor_class,),
+        {
+            "get_attributes": classmethod(lambda cls: list(attributes)),
+            "__reduce__": lambda self: (_rebuild, (processor_class, self.__dict__)),
+        },
+    )
 
 
-def needs_image_only(processor_class: type) -> bool:
-    return not is_torchvision_available() and "video_processor" in processor_class.get_attributes()
+def _rebuild(processor_class: type, state: dict[str, Any]) -> Any:
+    cls = image_only(processor_class)
+    processor = cls.__new__(cls)
+    processor.__dict__.update(state)
+    return processor
 
 
-def for_this_machine(processor_class: type) -> type:
-    """The class to build a processor with here (:func:`image_only` where it has to be)."""
-    return image_only(processor_class) if needs_image_only(processor_class) else processor_class
+def has_video_part(processor_class: type) -> bool:
+    return "video_processor" in processor_class.get_attributes()
+
+
+def ships_video_config(folder: str | Path) -> bool:
+    """Whether a checkpoint folder carries a video-processor config."""
+    folder = Path(folder)
+    saved = folder / "processor_config.json"
+    return (folder / "video_preprocessor_config.json").is_file() or (
+        saved.is_file() and "video_processor" in json.loads(saved.read_text())
+    )
 
 
 def recorded_processor_class(folder: str | Path) -> type | None:
@@ -51,8 +71,10 @@ def recorded_processor_class(folder: str | Path) -> type | None:
 
 
 def load_checkpoint_processor(folder: str | Path) -> Any:
-    """``AutoProcessor.from_pretrained``, or the image-only processor where torchvision is missing."""
+    """``AutoProcessor.from_pretrained``, or the image-only processor where torchvision is missing
+    or the checkpoint has no video-processor config."""
     processor_class = recorded_processor_class(folder)
-    if processor_class is not None and needs_image_only(processor_class):
-        return image_only(processor_class).from_pretrained(folder)
+    if processor_class is not None and has_video_part(processor_class):
+        if not is_torchvision_available() or not ships_video_config(folder):
+            return image_only(processor_class).from_pretrained(folder)
     return transformers.AutoProcessor.from_pretrained(folder)

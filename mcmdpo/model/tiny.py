@@ -75,6 +75,8 @@ class TinyModelSpec:
             if self.like not in PUBLISHED:
                 raise ValueError(f"--like must be one of {sorted(PUBLISHED)}, got {self.like!r}")
             published = PUBLISHED[self.like]
+            if self.architecture not in ("llava", published.architecture):  # "llava" is the default
+                raise ValueError(f"--like {self.like} is a {published.architecture} checkpoint, not {self.architecture}")
             self.architecture = published.architecture
             self.image_size, self.patch_size = published.image_size, published.patch_size
             self.max_position_embeddings = max(self.max_position_embeddings, 4096)

@@ -1,7 +1,9 @@
 """Tiny-checkpoint recipes for the families beyond LLaVA-1.5/1.6: each builds the published
 checkpoint's processor (real tokenizer where a registry package ships one, real image-processor
 settings and chat template, :mod:`mcmdpo.model.published`) and a model of that architecture with
-tiny random weights. One function per family; :mod:`mcmdpo.model.tiny` calls them by name."""
+tiny random weights. One function per family; :mod:`mcmdpo.model.tiny` calls them by name. The
+processors are built without a video part (:func:`~mcmdpo.model.processors.image_only`): only
+images go through this project, on machines with or without torchvision."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from transformers import (
 )
 
 from mcmdpo.model.assets import npm_package
-from mcmdpo.model.processors import for_this_machine
+from mcmdpo.model.processors import image_only
 from mcmdpo.model.published import (
     CLIP_MEAN,
     CLIP_STD,
@@ -105,7 +107,7 @@ def qwen2_5_vl(spec: "TinyModelSpec") -> tuple[Any, PreTrainedModel]:
         min_pixels=3136, max_pixels=12845056, patch_size=14, temporal_patch_size=2, merge_size=2,
         image_mean=CLIP_MEAN, image_std=CLIP_STD,
     )
-    processor = for_this_machine(Qwen2_5_VLProcessor)(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
+    processor = image_only(Qwen2_5_VLProcessor)(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
     start, end, pad, image, video = ids(tokenizer, "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
     dims = text_dims(spec)
     dims.pop("head_dim")
@@ -131,7 +133,7 @@ def qwen3_vl(spec: "TinyModelSpec") -> tuple[Any, PreTrainedModel]:
         size={"shortest_edge": 65536, "longest_edge": 16777216}, patch_size=16, temporal_patch_size=2, merge_size=2,
         image_mean=SIGLIP_MEAN, image_std=SIGLIP_STD,
     )
-    processor = for_this_machine(Qwen3VLProcessor)(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN3_VL_CHAT_TEMPLATE)
+    processor = image_only(Qwen3VLProcessor)(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN3_VL_CHAT_TEMPLATE)
     start, end, image, video = ids(tokenizer, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
     config = Qwen3VLConfig(
         text_config={
@@ -248,7 +250,7 @@ def llava_onevision(spec: "TinyModelSpec") -> tuple[Any, PreTrainedModel]:
         size={"height": 384, "width": 384}, image_grid_pinpoints=ONEVISION_GRID_PINPOINTS, resample=3,
         image_mean=SIGLIP_MEAN, image_std=SIGLIP_STD, do_pad=True,
     )
-    processor = for_this_machine(LlavaOnevisionProcessor)(
+    processor = image_only(LlavaOnevisionProcessor)(
         image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=729, vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_9", chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
     )
