@@ -35,10 +35,10 @@ def render_prompt(processor: Any, question: str, with_image: bool = True) -> str
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def closes_turn(processor: Any, text: str) -> bool:
-    """Whether ``text`` ends with a special token (the template's end of turn: ``</s>``,
-    ``<|im_end|>``, ``<end_of_turn>``, ``<end_of_utterance>``)."""
-    return any(token and text.endswith(token) for token in processor.tokenizer.all_special_tokens)
+def closing_tokens(processor: Any, text: str) -> list[str]:
+    """The special tokens ``text`` ends with (the template's end of turn: ``</s>``,
+    ``<|im_end|>``, ``<end_of_turn>``, ``<end_of_utterance>``), if any."""
+    return [token for token in processor.tokenizer.all_special_tokens if token and text.endswith(token)]
 
 
 def render_conversation(processor: Any, turns: Sequence[tuple[str, str]], with_image: bool = True) -> tuple[str, list[Span]]:
@@ -63,7 +63,7 @@ def render_conversation(processor: Any, turns: Sequence[tuple[str, str]], with_i
         spans.append((len(before), len(through)))
     eos = processor.tokenizer.eos_token
     last_start, last_end = spans[-1]
-    if eos and not closes_turn(processor, text[:last_end]):
+    if eos and not closing_tokens(processor, text[:last_end]):
         text = text[:last_end] + eos
         spans[-1] = (last_start, len(text))
     return text, spans
@@ -217,8 +217,5 @@ def end_of_turn_ids(processor: Any) -> list[int]:
     tokenizer = processor.tokenizer
     stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     text, spans = render_conversation(processor, [("q", "a")], with_image=False)
-    closing = text[: spans[-1][1]]
-    for token in tokenizer.all_special_tokens:
-        if token and closing.endswith(token):
-            stops.append(tokenizer.convert_tokens_to_ids(token))
+    stops += [tokenizer.convert_tokens_to_ids(token) for token in closing_tokens(processor, text[: spans[-1][1]])]
     return list(dict.fromkeys(stops))

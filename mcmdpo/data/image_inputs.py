@@ -75,6 +75,11 @@ def image_replacement(processor: Any, size: tuple[int, int], inputs: ImageInputs
     return encode_image(processor, mean_colour_image(processor, size), inputs).replacement
 
 
+def replacement_ids(processor: Any, replacement: str) -> list[int]:
+    """Token ids of an image's replacement text on its own (no BOS)."""
+    return processor.tokenizer(replacement, add_special_tokens=False)["input_ids"]
+
+
 def concat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate along the first dimension, zero-padding the others where they differ (LLaVA-NeXT
     and OneVision give each image its own number of tiles, SmolVLM its own number of crops; the

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from tqdm.auto import tqdm
 
 from mcmdpo.data.conversation import plan_sequence
-from mcmdpo.data.image_inputs import ImageInputs, image_replacement
+from mcmdpo.data.image_inputs import ImageInputs, image_replacement, replacement_ids
 from mcmdpo.data.records import DataValidationError, Problem
 
 Turns = Sequence[tuple[str, str]]
@@ -92,28 +92,29 @@ def check_lengths(
     record's own conversation) and report which records to keep."""
     conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
     report = LengthReport(len(examples), max_length)
-    replacements: dict[Any, tuple[str, int]] = {}
+    expansions: dict[Any, tuple[str, int]] = {}
 
-    def replacement_of(size: tuple[int, int] | None) -> tuple[str, int] | None:
+    def expansion(size: tuple[int, int]) -> tuple[str, int]:
         """What the placeholder becomes for an image of this size, and its token count. Encoding
         an image can take a second (SmolVLM resizes to 2,048 pixels and crops), so one image is
         encoded per distinct count of the processor's own token arithmetic: images with the same
         count expand to the same number of tokens, bounded by special tokens in every family."""
-        if size is None:
-            return None
-        key = image_token_count(processor, size)
-        key = ("size", size) if key is None else ("count", key)
-        if key not in replacements:
+        count = image_token_count(processor, size)
+        key = ("size", size) if count is None else ("count", count)
+        if key not in expansions:
             text = image_replacement(processor, size, inputs)
-            replacements[key] = text, len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return replacements[key]
+            expansions[key] = text, len(replacement_ids(processor, text))
+        return expansions[key]
 
     for position in tqdm(range(len(examples)), desc="measuring sequence lengths", disable=not show_progress):
         example = examples[position]
         if image_sizes[position] is not None:
-            report.image_tokens.append(replacement_of(image_sizes[position])[1])
+            report.image_tokens.append(expansion(image_sizes[position])[1])
         try:
-            plans = [plan_sequence(processor, turns, (replacement_of(size) or (None,))[0]) for turns, size in conversations_at(position)]
+            plans = [
+                plan_sequence(processor, turns, None if size is None else expansion(size)[0])
+                for turns, size in conversations_at(position)
+            ]
         except ValueError as error:  # e.g. the text holds the model's own image placeholder
             location = getattr(example, "location", None)
             raise DataValidationError([Problem(str(location.file) if location else "", str(error), location, example.idx)]) from error

@@ -8,7 +8,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from mcmdpo.data.conversation import encode_conversation, token_types
-from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, mean_colour_image
+from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, mean_colour_image, replacement_ids
 from mcmdpo.data.records import SFTExample
 
 
@@ -43,7 +43,7 @@ class SFTDataset(Dataset):
         the family takes them), for batches of text-only records
         (see :class:`~mcmdpo.data.collate.SFTCollator`)."""
         encoded = encode_image(self.processor, mean_colour_image(self.processor, (336, 336)), self.inputs)
-        ids = self.processor.tokenizer(encoded.replacement, add_special_tokens=False)["input_ids"]
+        ids = replacement_ids(self.processor, encoded.replacement)
         tokens = {"input_ids": ids}
         if self.inputs.token_type_key:
             tokens[self.inputs.token_type_key] = token_types(self.processor, ids)

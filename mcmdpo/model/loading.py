@@ -38,8 +38,8 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mcmdpo.data.templates import apply_template
-from mcmdpo.model.processors import PROCESSOR_FILES, load_checkpoint_processor
 from mcmdpo.model.families import BY_NAME, ModelFamily, UnsupportedModelError, family_for
+from mcmdpo.model.processors import PROCESSOR_FILES, load_checkpoint_processor, saved_processor_configs
 
 logger = logging.getLogger("mcmdpo.model")
 
@@ -77,13 +77,10 @@ def _read_config(model_name_or_path: str) -> PretrainedConfig:
 
 
 def _recorded_in_processor(model_name_or_path: str) -> str | None:
-    for name in PROCESSOR_FILES:
-        path = Path(model_name_or_path) / name
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            saved = saved.get("image_processor", saved)
-            if saved.get("image_aspect_ratio") in PROTOCOLS:
-                return saved["image_aspect_ratio"]
+    for saved in saved_processor_configs(model_name_or_path):
+        saved = saved.get("image_processor", saved)
+        if saved.get("image_aspect_ratio") in PROTOCOLS:
+            return saved["image_aspect_ratio"]
     return None
 
 

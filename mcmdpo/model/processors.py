@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import transformers
 from transformers.utils import is_torchvision_available
@@ -59,14 +59,20 @@ def ships_video_config(folder: str | Path) -> bool:
     )
 
 
-def recorded_processor_class(folder: str | Path) -> type | None:
-    """The processor class a checkpoint folder names, if transformers has it."""
+def saved_processor_configs(folder: str | Path) -> Iterator[dict[str, Any]]:
+    """The processor configs a checkpoint folder holds, in the order transformers reads them."""
     for name in PROCESSOR_FILES:
         path = Path(folder) / name
         if path.is_file():
-            recorded = json.loads(path.read_text()).get("processor_class")
-            if recorded and hasattr(transformers, recorded):
-                return getattr(transformers, recorded)
+            yield json.loads(path.read_text())
+
+
+def recorded_processor_class(folder: str | Path) -> type | None:
+    """The processor class a checkpoint folder names, if transformers has it."""
+    for saved in saved_processor_configs(folder):
+        recorded = saved.get("processor_class")
+        if recorded and hasattr(transformers, recorded):
+            return getattr(transformers, recorded)
     return None
 
 
