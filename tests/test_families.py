@@ -106,10 +106,11 @@ def test_the_eight_sequences_decode_to_their_triples_as_the_processor_encodes_th
             assert sequence["input_ids"] == theirs["input_ids"][0].tolist(), name_
             for key in family.inputs.keys:
                 torch.testing.assert_close(sequence[key], theirs[key], rtol=0, atol=0)
-            if family.inputs.token_type_key:
-                flags = theirs.get(family.inputs.token_type_key, theirs.get("mm_token_type_ids"))
-                if flags is not None:
-                    assert sequence[family.inputs.token_type_key] == flags[0].tolist()
+            # Every per-token input the processor gives (Qwen's and Gemma's image-token flags) rides along too.
+            per_token = [k for k, v in theirs.items() if k not in ("input_ids", "attention_mask") and v.shape == theirs["input_ids"].shape]
+            assert per_token == ([family.inputs.token_type_key] if family.inputs.token_type_key else []), per_token
+            for key in per_token:
+                assert sequence[key] == theirs[key][0].tolist(), key
         else:
             assert torch.equal(sequence["pixel_values"], shown.tensors["pixel_values"])
         # Labels on the answer (and its end-of-turn token) only: the prompt and image are masked.
