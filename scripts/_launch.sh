@@ -1,52 +1,50 @@
-# Shared by the stage scripts (sourced after each has set its defaults): the flags every stage
-# takes, gradient accumulation from the batch sizes, and the DeepSpeed launch.
-if (( GLOBAL_BATCH % (PER_DEVICE_BATCH * NUM_GPUS) != 0 )); then
-    echo "error: GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of PER_DEVICE_BATCH*NUM_GPUS=$((PER_DEVICE_BATCH * NUM_GPUS))" >&2
-    exit 2
-fi
-GRAD_ACCUM=$(( GLOBAL_BATCH / (PER_DEVICE_BATCH * NUM_GPUS) ))
+# Shared by the stage scripts (sourced after each has set STAGE and its paths): the recipe, the
+# environment's overrides of it, and the DeepSpeed launch. Every default of a run lives in
+# configs/$STAGE.yaml; a variable named here overrides its value when set, and changes nothing
+# when unset or empty. Gradient accumulation follows from the global batch in Python.
 MASTER_PORT=${MASTER_PORT:-$(( 29500 + RANDOM % 1000 ))}
 # The launcher of the active environment, else the one scripts/install.sh put in .venv.
 if ! command -v deepspeed >/dev/null && [[ -x .venv/bin/deepspeed ]]; then
     export PATH="$PWD/.venv/bin:$PATH"
 fi
 
-# Upstream defaults shared by every stage (design §1.4); each can be overridden from the environment.
-TRAIN_VISION_TOWER=${TRAIN_VISION_TOWER:-true}   # the original trains the vision encoder in both stages: paradigm (d)
-IMAGE_ASPECT_RATIO=${IMAGE_ASPECT_RATIO:-auto}   # auto: what the checkpoint records, else pad for LLaVA
-                                                 # (a square, one 336 tile, 576 image tokens, also for LLaVA-1.6)
-MAX_GRAD_NORM=${MAX_GRAD_NORM:-0}                # the original clips no gradient
-VISION_TOWER_LR=${VISION_TOWER_LR:-}             # empty: the main learning rate, as the original
-PROJECTOR_LR=${PROJECTOR_LR:-}
-
-COMMON_ARGS=(
+ARGS=(
+    --config "configs/$STAGE.yaml"
     --model_name_or_path "$MODEL_PATH"
     --data_path "$DATA_PATH"
     --image_folder "$IMAGE_FOLDER"
     --output_dir "$OUTPUT_DIR"
-    --train_vision_tower "$TRAIN_VISION_TOWER"
-    --image_aspect_ratio "$IMAGE_ASPECT_RATIO"
-    --max_grad_norm "$MAX_GRAD_NORM"
-    --num_train_epochs "$EPOCHS"
-    --per_device_train_batch_size "$PER_DEVICE_BATCH"
-    --gradient_accumulation_steps "$GRAD_ACCUM"
-    --learning_rate "$LEARNING_RATE"
-    --lr_scheduler_type cosine
-    --warmup_steps 0.03
-    --weight_decay 0.0
-    --max_length "$MAX_LENGTH"
-    --activation_checkpointing true
-    --bf16 "$BF16"
-    --logging_steps 1
-    --save_strategy steps --save_steps 500 --save_total_limit 1
-    --dataloader_num_workers 4
-    --report_to tensorboard
 )
-[[ -n "$VISION_TOWER_LR" ]] && COMMON_ARGS+=(--vision_tower_lr "$VISION_TOWER_LR")
-[[ -n "$PROJECTOR_LR" ]] && COMMON_ARGS+=(--projector_lr "$PROJECTOR_LR")
 
-# launch STAGE_FLAGS...: the stage's own flags, then the common ones, then DEEPSPEED_CONFIG, then
-# EXTRA_ARGS last so that its flags win.
+# pass_if_set VARIABLE FLAG: FLAG with the variable's value, when the variable is set.
+pass_if_set() {
+    [[ -n "${!1:-}" ]] && ARGS+=("$2" "${!1}")
+    return 0
+}
+
+# pass_words_if_set VARIABLE FLAG: the same for a list flag, one value per word.
+pass_words_if_set() {
+    local -a values
+    [[ -n "${!1:-}" ]] || return 0
+    read -ra values <<< "${!1}"
+    ARGS+=("$2" "${values[@]}")
+}
+
+# The overrides every stage takes.
+pass_if_set LEARNING_RATE --learning_rate
+pass_if_set EPOCHS --num_train_epochs
+pass_if_set PER_DEVICE_BATCH --per_device_train_batch_size
+pass_if_set GLOBAL_BATCH --global_batch_size
+pass_if_set MAX_LENGTH --max_length
+pass_if_set BF16 --bf16
+pass_if_set TRAIN_VISION_TOWER --train_vision_tower
+pass_if_set IMAGE_ASPECT_RATIO --image_aspect_ratio
+pass_if_set MAX_GRAD_NORM --max_grad_norm
+pass_if_set VISION_TOWER_LR --vision_tower_lr
+pass_if_set PROJECTOR_LR --projector_lr
+
+# launch: the recipe, the paths and overrides (ARGS), then DEEPSPEED_CONFIG, then EXTRA_ARGS last
+# so that its flags win.
 launch() {
     local deepspeed_args=()
     [[ -n "$DEEPSPEED_CONFIG" ]] && deepspeed_args=(--deepspeed "$DEEPSPEED_CONFIG")
@@ -55,5 +53,5 @@ launch() {
     set -x
     # shellcheck disable=SC2086  # EXTRA_ARGS is split into flags on purpose
     deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" --module mcmdpo.train \
-        "$@" "${COMMON_ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS
+        "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS
 }

@@ -1,52 +1,49 @@
 #!/usr/bin/env bash
-# Stage 2: MCM-DPO on the preference set, from the SFT checkpoint (design §1.4 upstream defaults:
-# lr 5e-7, 2 epochs, effective batch 64, beta 0.1, diffusion negative image at step 700, all 7
-# terms with weights 1.0 0.5 0.5 0.2 0.2 0.2 0.2 over 2.8, bf16, ZeRO-3 on 4 GPUs). The reference
-# is the starting checkpoint; its log-probs are computed once and cached.
+# Stage 2: MCM-DPO on the preference set, from the SFT checkpoint, the paper's recipe of
+# configs/mcmdpo.yaml (design §1.1, §1.4), under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by
+# default). The reference is the starting checkpoint; its log-probs are computed once and cached.
 #
-# Every path and size can be overridden from the environment:
+# Paths and the launch come from the environment (defaults in parentheses):
 #   MODEL_PATH        the SFT checkpoint (policy start and reference)   (checkpoints/sft)
 #   DATA_PATH         preference file                                   (playground/data/pref_train.json)
 #   IMAGE_FOLDER      folder image paths are relative to                (playground/data/image)
 #   OUTPUT_DIR        where the checkpoint is written                   (checkpoints/mcmdpo)
 #   NUM_GPUS          processes to launch                               (4)
-#   DEEPSPEED_CONFIG  ZeRO config                                       (scripts/zero3.json)
-#   PER_DEVICE_BATCH  records per process and step (8 sequences each)   (2)
-#   GLOBAL_BATCH      effective batch in records                        (64)
-#   LEARNING_RATE (5e-7)  EPOCHS (2)  MAX_LENGTH (2048)  BF16 (true)  BETA (0.1)
-#   NEGATIVE_IMAGE    diffusion, black, rotate, crop or random          (diffusion)
-#   DIFFUSION_STEP (700)  NUM_TERMS (7)  NORMALIZER (2.8)
-#   TERM_WEIGHTS      seven weights: response image context context+response image+response context+image all
-#                     ("1.0 0.5 0.5 0.2 0.2 0.2 0.2")
-#   TRAIN_VISION_TOWER  true (default, as the original) or false: this stage's half of the paradigm (README)
-#   IMAGE_ASPECT_RATIO  auto (default: pad for LLaVA, one 336 tile, 576 image tokens, as the original), pad or anyres
-#   MAX_GRAD_NORM (0: no clipping, as the original)  VISION_TOWER_LR, PROJECTOR_LR (default: LEARNING_RATE)
+#   DEEPSPEED_CONFIG  ZeRO config; empty: no DeepSpeed config           (scripts/zero3.json)
+#   MASTER_PORT       rendezvous port                                   (random in 29500-30499)
+# Every other default is configs/mcmdpo.yaml's; each of these, when set, overrides its value:
+#   LEARNING_RATE  EPOCHS  MAX_LENGTH  BF16  BETA
+#   PER_DEVICE_BATCH  records per process and micro-step (--per_device_train_batch_size)
+#   GLOBAL_BATCH      records per optimizer step over all processes (--global_batch_size; it sets
+#                     the gradient accumulation)
+#   PREFERENCE_STEP   packed or plain
+#   NEGATIVE_IMAGE    diffusion, black, rotate, crop or random
+#   DIFFUSION_STEP  NORMALIZER
+#   TERMS             the terms switched on, e.g. "response image context"
+#   TERM_WEIGHTS      NAME=W pairs, e.g. "response=1.0 image=0.5 context=0.5"
+#   TRAIN_VISION_TOWER  true or false: this stage's half of the paradigm (README)
+#   IMAGE_ASPECT_RATIO  auto, pad or anyres
+#   MAX_GRAD_NORM (0: no clipping)  VISION_TOWER_LR, PROJECTOR_LR (unset: the learning rate)
 #   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--use_lora true")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+STAGE=mcmdpo
 MODEL_PATH=${MODEL_PATH:-checkpoints/sft}
 DATA_PATH=${DATA_PATH:-playground/data/pref_train.json}
 IMAGE_FOLDER=${IMAGE_FOLDER:-playground/data/image}
 OUTPUT_DIR=${OUTPUT_DIR:-checkpoints/mcmdpo}
 NUM_GPUS=${NUM_GPUS:-4}
-DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG:-scripts/zero3.json}
-PER_DEVICE_BATCH=${PER_DEVICE_BATCH:-2}
-GLOBAL_BATCH=${GLOBAL_BATCH:-64}
-LEARNING_RATE=${LEARNING_RATE:-5e-7}
-EPOCHS=${EPOCHS:-2}
-MAX_LENGTH=${MAX_LENGTH:-2048}
-BF16=${BF16:-true}
-BETA=${BETA:-0.1}
-NEGATIVE_IMAGE=${NEGATIVE_IMAGE:-diffusion}
-DIFFUSION_STEP=${DIFFUSION_STEP:-700}
-NUM_TERMS=${NUM_TERMS:-7}
-NORMALIZER=${NORMALIZER:-2.8}
-TERM_WEIGHTS=${TERM_WEIGHTS:-1.0 0.5 0.5 0.2 0.2 0.2 0.2}
+DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG-scripts/zero3.json}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
 source scripts/_launch.sh
 
-# shellcheck disable=SC2086  # TERM_WEIGHTS is seven separate values
-launch --stage mcmdpo --beta "$BETA" --negative_image "$NEGATIVE_IMAGE" --diffusion_step "$DIFFUSION_STEP" \
-    --num_terms "$NUM_TERMS" --normalizer "$NORMALIZER" --term_weights $TERM_WEIGHTS
+pass_if_set BETA --beta
+pass_if_set PREFERENCE_STEP --preference_step
+pass_if_set NEGATIVE_IMAGE --negative_image
+pass_if_set DIFFUSION_STEP --diffusion_step
+pass_if_set NORMALIZER --normalizer
+pass_words_if_set TERMS --terms
+pass_words_if_set TERM_WEIGHTS --term_weights
+launch

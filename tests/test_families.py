@@ -17,7 +17,7 @@ from mcmdpo.data import load_examples
 from mcmdpo.data.conversation import IGNORE_INDEX, render_conversation
 from mcmdpo.data.image_inputs import encode_image, frames_per_patch
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
+from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.eval.inference import main as inference_main
 from mcmdpo.eval.preferences import evaluate_preferences
 from mcmdpo.model import ARCHITECTURES, family_for, load_family, load_model, load_processor
@@ -25,9 +25,9 @@ from mcmdpo.model.families import BY_NAME
 from mcmdpo.model.processors import load_checkpoint_processor
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train.cli import main as train_main
-from mcmdpo.train.losses import TERM_NAMES, mcmdpo_loss
-from mcmdpo.train.preference_trainer import batch_sequence_logps
-from mcmdpo.train.shared_prefix import SharedPrefixCollator, shared_prefix_logps
+from mcmdpo.layout import MCMDPO_LAYOUT, MCMDPO_TERMS
+from mcmdpo.train.losses import PreferenceLoss
+from mcmdpo.train.steps import preference_step
 
 # Each family under the image protocol that is its own (LLaVA-1.6's tiles, not the pad protocol
 # that runs it as LLaVA-1.5).
@@ -135,29 +135,28 @@ def test_diffusion_noise_has_one_law_in_every_family(family_checkpoints, name):
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_shared_prefix_step_equals_the_plain_step_where_declared(family_checkpoints, small_data, name):
+def test_packed_step_equals_the_plain_step_where_declared(family_checkpoints, small_data, name):
     processor, family = loaded(family_checkpoints[name], name)
-    if not family.shared_prefix:
-        pytest.skip(f"{name} declares no shared-prefix step (training prints a notice and runs the plain step)")
+    if not family.tree_packing:
+        pytest.skip(f"{name} declares no tree-packed step (training prints a notice and runs the plain step)")
     examples = load_examples(small_data / "pref_train.json", "preference", small_data / "image", show_progress=False).examples
     dataset = PreferenceDataset(examples, processor, small_data / "image", 8192, family.inputs, NegativeConfig("crop", seed=2))
     items = [dataset[i] for i in range(2)]
-    pad = processor.tokenizer.pad_token_id
 
-    def step(collate, logps_fn):
+    def step(name_):
+        step_ = preference_step(name_, processor, MCMDPO_LAYOUT)
         model = load_model(str(family_checkpoints[name]), image_aspect_ratio=PROTOCOL[name]).train()
-        logps = logps_fn(model, collate(items))
-        losses, _ = mcmdpo_loss(logps, torch.linspace(-60, -20, logps.numel()).view_as(logps), beta=0.1)
+        logps = step_.logps(model, step_.collator(items), False)
+        losses, _ = PreferenceLoss(MCMDPO_LAYOUT, 0.1)(logps, torch.linspace(-60, -20, logps.numel()).view_as(logps))
         losses.mean().backward()
         return losses.mean().item(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
-    plain_loss, plain_grads = step(PreferenceCollator(pad), lambda m, b: batch_sequence_logps(m, b, 8, False))
-    shared_loss, shared_grads = step(SharedPrefixCollator(pad), shared_prefix_logps)
-    assert shared_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert plain_grads.keys() == shared_grads.keys()
+    plain_loss, plain_grads = step("plain")
+    packed_loss, packed_grads = step("packed")
+    assert packed_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert plain_grads.keys() == packed_grads.keys()
     for key, plain in plain_grads.items():
-        # 1e-4 on the scale of each gradient (Gemma's projector gradients reach ~600 in fp32).
-        torch.testing.assert_close(shared_grads[key], plain, rtol=1e-3, atol=1e-4 * max(1.0, plain.abs().max().item()))
+        torch.testing.assert_close(packed_grads[key], plain, rtol=1e-3, atol=1e-4 * max(1.0, plain.abs().max().item()))
 
 
 def parameters(path: Path, name: str) -> dict[str, torch.Tensor]:
@@ -192,7 +191,7 @@ def test_sft_then_mcmdpo_train_only_what_the_paradigm_trains_and_inference_write
                        "--per_device_train_batch_size", "1", "--train_vision_tower", "true", "--train_projector", "false",
                        "--reference_cache_dir", str(tmp_path / "cache"), *data]) == 0
     logged = [entry for entry in json.loads((pref / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
-    for term in TERM_NAMES:
+    for term in MCMDPO_TERMS:
         assert f"accuracies/{term}" in logged[0] and f"margins/{term}" in logged[0], term
     after = parameters(pref, name)
     changed = {component: False for component in ("vision_tower", "projector", "language_model")}
@@ -208,7 +207,7 @@ def test_sft_then_mcmdpo_train_only_what_the_paradigm_trains_and_inference_write
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 3 and all(isinstance(line["response"], str) for line in lines)
     metrics = evaluate_preferences(pref, small_data / "pref_test.json", small_data / "image", max_length=8192, show_progress=False)
-    assert metrics["num_records"] == 4 and all(f"{term}_margin" in metrics for term in TERM_NAMES)
+    assert metrics["num_records"] == 4 and all(f"{term}_margin" in metrics for term in MCMDPO_TERMS)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -260,17 +259,17 @@ def test_a_text_only_sft_batch_carries_a_masked_blank_image_that_changes_nothing
         assert model(**with_blank).loss.item() == pytest.approx(model(**plain).loss.item(), abs=1e-6)
 
 
-@pytest.mark.parametrize("name", [name for name in ARCHITECTURES if not BY_NAME[name].shared_prefix])
-def test_asking_for_the_shared_prefix_step_where_a_family_cannot_take_it_says_so_and_trains(
+@pytest.mark.parametrize("name", [name for name in ARCHITECTURES if not BY_NAME[name].tree_packing])
+def test_the_packed_step_where_a_family_cannot_take_it_says_so_and_trains_plain(
     family_checkpoints, small_data, tmp_path, capsys, name
 ):
     out = tmp_path / "dpo"
     assert train_main(["--stage", "dpo", "--model_name_or_path", str(family_checkpoints[name]), "--output_dir", str(out),
                        "--data_path", str(small_data / "pref_train.json"), "--image_folder", str(small_data / "image"),
-                       "--max_steps", "1", "--per_device_train_batch_size", "1", "--shared_prefix", "true",
-                       "--activation_checkpointing", "false", "--reference_cache_dir", str(tmp_path / "cache"), *COMMON]) == 0
-    notices = [line for line in capsys.readouterr().out.splitlines() if "shared-prefix" in line]
-    assert notices == [f"note: the shared-prefix step cannot run {name} exactly; training with the plain step"]
+                       "--max_steps", "1", "--per_device_train_batch_size", "1",
+                       "--reference_cache_dir", str(tmp_path / "cache"), *COMMON]) == 0
+    notices = [line for line in capsys.readouterr().out.splitlines() if "tree-packed" in line]
+    assert notices == [f"note: the tree-packed step cannot run {name} exactly; scoring with the plain step"]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
 
 

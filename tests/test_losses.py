@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from mcmdpo.train.losses import dpo_loss, mcmdpo_loss, sequence_logps
+from mcmdpo.layout import DEFAULT_NORMALIZER, DPO_LAYOUT, MCMDPO_LAYOUT, MCMDPO_TERMS, build_layout
+from mcmdpo.train.losses import PreferenceLoss, sequence_logps, token_logps
 
-# Written out by hand from design §1.1, not imported, so the test checks the module's tables too.
+# Written out by hand from design §1.1, not imported, so the test checks the layout's tables too.
 UPSTREAM_ORDER = ["cw_mw_yw", "cw_mw_yl", "cw_ml_yw", "cw_ml_yl", "cl_mw_yw", "cl_mw_yl", "cl_ml_yw", "cl_ml_yl"]
-TERMS = [  # (dimension, negative triple, default weight), in the order num_terms switches them on
+TERMS = [  # (dimension, negative triple, default weight), in the order the original's num_terms switches them on
     ("response", "cw_mw_yl", 1.0),
     ("image", "cw_ml_yw", 0.5),
     ("context", "cl_mw_yw", 0.5),
@@ -44,69 +45,113 @@ def hand_mcmdpo(policy, reference, beta, weights, normalizer, num_terms):
     return losses
 
 
+def columns(layout, rows):
+    """The columns of upstream-ordered rows that ``layout`` scores, in its order."""
+    return torch.tensor([[row[UPSTREAM_ORDER.index(t.name)] for t in layout.triples] for row in rows], dtype=torch.float64)
+
+
+def loss_of(layout, beta=0.1, policy=POLICY, reference=REFERENCE):
+    return PreferenceLoss(layout, beta)(columns(layout, policy), columns(layout, reference))
+
+
+def test_layout_tables():
+    assert [t.name for t in MCMDPO_LAYOUT.triples] == UPSTREAM_ORDER
+    assert [(term.name, term.negative.name, term.weight) for term in MCMDPO_LAYOUT.terms] == TERMS
+    assert DEFAULT_NORMALIZER == 2.8 and MCMDPO_LAYOUT.normalizer == 2.8
+    assert [t.name for t in DPO_LAYOUT.triples] == ["cw_mw_yw", "cw_mw_yl"] and DPO_LAYOUT.normalizer == 1.0
+
+
 @pytest.mark.parametrize("num_terms", range(1, 8))
 def test_mcmdpo_loss_matches_hand_computation(num_terms):
+    """The original's --num_terms k is the first k terms, the normaliser staying 2.8."""
+    layout = build_layout(MCMDPO_TERMS[:num_terms])
     weights = [w for _, _, w in TERMS]
-    losses, _ = mcmdpo_loss(torch.tensor(POLICY, dtype=torch.float64), torch.tensor(REFERENCE, dtype=torch.float64), 0.1, weights, 2.8, num_terms)
+    losses, _ = loss_of(layout)
     assert losses.tolist() == pytest.approx(hand_mcmdpo(POLICY, REFERENCE, 0.1, weights, 2.8, num_terms), abs=1e-12)
+    # Only the sequences the terms compare are scored.
+    assert len(layout.triples) == len({"cw_mw_yw", *(negative for _, negative, _ in TERMS[:num_terms])})
 
 
 def test_mcmdpo_loss_with_other_beta_weights_and_normalizer():
     weights = [0.7, 0.1, 0.9, 0.3, 0.05, 0.6, 0.4]
-    losses, _ = mcmdpo_loss(torch.tensor(POLICY, dtype=torch.float64), torch.tensor(REFERENCE, dtype=torch.float64), 0.37, weights, 1.9, 5)
+    layout = build_layout(MCMDPO_TERMS[:5], {name: w for (name, _, _), w in zip(TERMS[:5], weights)}, 1.9)
+    losses, _ = loss_of(layout, beta=0.37)
     assert losses.tolist() == pytest.approx(hand_mcmdpo(POLICY, REFERENCE, 0.37, weights, 1.9, 5), abs=1e-12)
+
+
+def test_terms_in_any_order_and_subset():
+    """Terms by name, not by position: image and all alone, the normaliser still 2.8."""
+    layout = build_layout(("all", "image"))
+    assert [t.name for t in layout.triples] == ["cw_mw_yw", "cw_ml_yw", "cl_ml_yl"]
+    losses, _ = loss_of(layout)
+    for loss, p, r in zip(losses.tolist(), POLICY, REFERENCE):
+        reward = {name: p[i] - r[i] for i, name in enumerate(UPSTREAM_ORDER)}
+        logit = 0.2 / 2.8 * (reward["cw_mw_yw"] - reward["cl_ml_yl"]) + 0.5 / 2.8 * (reward["cw_mw_yw"] - reward["cw_ml_yw"])
+        assert loss == pytest.approx(softplus_neg(0.1 * logit), abs=1e-12)
 
 
 def test_first_case_by_hand():
     """Record 0, response term only, normaliser 1: rewards 1 (anchor) and -2 (y_l), logit 3."""
-    losses, _ = mcmdpo_loss(torch.tensor(POLICY), torch.tensor(REFERENCE), 0.1, [1.0] * 7, 1.0, 1)
-    assert losses[0].item() == pytest.approx(math.log(1 + math.exp(-0.3)), abs=1e-6)
+    losses, _ = loss_of(build_layout(("response",), normalizer=1.0))
+    assert losses[0].item() == pytest.approx(math.log(1 + math.exp(-0.3)), abs=1e-9)
 
 
-def test_response_only_with_normalizer_one_is_dpo():
-    policy, reference = torch.tensor(POLICY), torch.tensor(REFERENCE)
-    mcm, metrics = mcmdpo_loss(policy, reference, 0.1, [1.0, 0.5, 0.5, 0.2, 0.2, 0.2, 0.2], 1.0, 1)
-    dpo, chosen, rejected = dpo_loss(policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1], 0.1)
-    torch.testing.assert_close(mcm, dpo)
-    torch.testing.assert_close(metrics["rewards/chosen"], chosen)
-    torch.testing.assert_close(metrics["rewards/rejected"], rejected)
-
-
-def test_dpo_loss_by_hand():
-    losses, chosen, rejected = dpo_loss(
-        torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.5]), torch.tensor([-1.5, -2.0]), torch.tensor([-2.0, -1.0]), beta=0.5
-    )
+def test_dpo_layout_is_dpo_by_hand():
+    policy, reference = [[-1.0, -3.0], [-2.0, -1.5]], [[-1.5, -2.0], [-2.0, -1.0]]
+    losses, metrics = PreferenceLoss(DPO_LAYOUT, 0.5)(torch.tensor(policy), torch.tensor(reference))
     # chosen log-ratios 0.5, 0; rejected -1, -0.5: logits 1.5 and 0.5.
     assert losses.tolist() == pytest.approx([softplus_neg(0.75), softplus_neg(0.25)], abs=1e-6)
-    assert chosen.tolist() == pytest.approx([0.25, 0.0]) and rejected.tolist() == pytest.approx([-0.5, -0.25])
+    assert metrics["rewards/chosen"].tolist() == pytest.approx([0.25, 0.0])
+    assert metrics["rewards/rejected"].tolist() == pytest.approx([-0.5, -0.25])
+    assert metrics["rewards/accuracies"].tolist() == [1.0, 1.0]
+    assert metrics["logps/chosen"].tolist() == [-1.0, -2.0]
 
 
-def test_metrics_cover_all_seven_dimensions():
-    _, metrics = mcmdpo_loss(torch.tensor(POLICY), torch.tensor(REFERENCE), 0.1, [1.0] * 7, 2.8, 2)
+def test_metrics_cover_every_active_term():
+    _, metrics = loss_of(MCMDPO_LAYOUT)
     for name, negative, _ in TERMS:
         column = UPSTREAM_ORDER.index(negative)
         expected = [0.1 * ((p[0] - r[0]) - (p[column] - r[column])) for p, r in zip(POLICY, REFERENCE)]
-        assert metrics[f"margins/{name}"].tolist() == pytest.approx(expected, abs=1e-6), name
+        assert metrics[f"margins/{name}"].tolist() == pytest.approx(expected, abs=1e-9), name
         assert metrics[f"accuracies/{name}"].tolist() == [float(m > 0) for m in expected]
-        assert metrics[f"rewards/{name}"].tolist() == pytest.approx([0.1 * (p[column] - r[column]) for p, r in zip(POLICY, REFERENCE)], abs=1e-6)
+        assert metrics[f"rewards/{name}"].tolist() == pytest.approx([0.1 * (p[column] - r[column]) for p, r in zip(POLICY, REFERENCE)], abs=1e-9)
+    _, dpo_metrics = loss_of(DPO_LAYOUT)
+    assert "margins/image" not in dpo_metrics and "margins/response" in dpo_metrics
 
 
 def test_loss_gradient_flows_to_policy_only():
-    policy = torch.tensor(POLICY, requires_grad=True)
-    losses, metrics = mcmdpo_loss(policy, torch.tensor(REFERENCE), 0.1, num_terms=7)
+    policy = columns(MCMDPO_LAYOUT, POLICY).requires_grad_()
+    losses, metrics = PreferenceLoss(MCMDPO_LAYOUT, 0.1)(policy, columns(MCMDPO_LAYOUT, REFERENCE))
     losses.sum().backward()
     assert policy.grad.abs().sum() > 0 and not any(m.requires_grad for m in metrics.values())
     # Increasing the anchor's log-prob always lowers the loss.
     assert (policy.grad[:, 0] < 0).all()
 
 
-def test_invalid_arguments():
-    with pytest.raises(ValueError, match="num_terms"):
-        mcmdpo_loss(torch.zeros(1, 8), torch.zeros(1, 8), 0.1, num_terms=8)
-    with pytest.raises(ValueError, match="weights"):
-        mcmdpo_loss(torch.zeros(1, 8), torch.zeros(1, 8), 0.1, weights=[1.0] * 6)
-    with pytest.raises(ValueError, match=r"\[batch, 8\]"):
-        mcmdpo_loss(torch.zeros(1, 7), torch.zeros(1, 7), 0.1)
+def test_invalid_layouts_and_shapes():
+    with pytest.raises(ValueError, match="unknown preference term"):
+        build_layout(("response", "colour"))
+    with pytest.raises(ValueError, match="unknown preference term"):
+        build_layout(("response",), {"colour": 0.5})
+    assert build_layout(("response",), {"image": 0.9}).weights == (1.0,)  # known but off: unused
+    with pytest.raises(ValueError, match="named twice"):
+        build_layout(("response", "response"))
+    with pytest.raises(ValueError, match=r"\[records, 8\]"):
+        PreferenceLoss(MCMDPO_LAYOUT, 0.1)(torch.zeros(1, 7), torch.zeros(1, 7))
+
+
+def test_token_logps_chunked_equals_log_softmax(monkeypatch):
+    """The chunked logsumexp over bf16 logits equals an fp32 log-softmax (chunks smaller than the rows)."""
+    import mcmdpo.train.losses as losses
+
+    monkeypatch.setattr(losses, "LOGSUMEXP_CHUNK", 3)
+    torch.manual_seed(0)
+    logits = torch.randn(10, 50).bfloat16()
+    targets = torch.randint(0, 50, (10,))
+    expected = logits.float().log_softmax(-1)[torch.arange(10), targets]
+    torch.testing.assert_close(token_logps(logits, targets), expected)
+    positions = torch.tensor([4, 4, 9, 0])
+    torch.testing.assert_close(token_logps(logits, targets[:4], positions), logits.float().log_softmax(-1)[positions, targets[:4]])
 
 
 def test_sequence_logps_by_hand():

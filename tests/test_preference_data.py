@@ -11,7 +11,8 @@ from mcmdpo.data import load_examples
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.data.image_inputs import ImageInputs, encode_image
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels, diffusion_coefficients, negative_image_seed
-from mcmdpo.data.preference_dataset import DPO_SEQUENCES, NegativeConfig, PreferenceCollator, PreferenceDataset
+from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
+from mcmdpo.layout import DPO_LAYOUT
 
 LLAVA = ImageInputs()
 
@@ -58,7 +59,7 @@ def test_the_eight_sequences_hold_the_right_triples(pref_examples, processor, sy
 
 
 def test_dpo_batch_holds_the_response_pair_only(pref_examples, processor, synthetic_dir):
-    dataset = PreferenceDataset(pref_examples, processor, synthetic_dir / "image", 2048, LLAVA, sequences=DPO_SEQUENCES)
+    dataset = PreferenceDataset(pref_examples, processor, synthetic_dir / "image", 2048, LLAVA, layout=DPO_LAYOUT)
     item = dataset[0]
     texts = [decoded_text(processor, s["input_ids"]) for s in item["sequences"]]
     q = pref_examples[0].question

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 import logging
 
@@ -17,7 +18,8 @@ from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.eval.preferences import evaluate_preferences, sequence_logps_of
 from mcmdpo.model import load_model
 from mcmdpo.train.cli import main
-from mcmdpo.train.losses import TERM_NAMES
+from mcmdpo.layout import MCMDPO_LAYOUT, MCMDPO_TERMS
+from mcmdpo.train.steps import preference_step
 
 COMMON = ["--save_strategy", "no", "--use_cpu", "true", "--dataloader_num_workers", "0", "--seed", "0"]
 
@@ -65,7 +67,7 @@ def test_mcmdpo_raises_held_out_preference_accuracy_and_margins(noisy_sft, tmp_p
 
     # Every dimension's reward, margin and accuracy is logged, with the usual DPO metrics...
     logged = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
-    for name in TERM_NAMES:
+    for name in MCMDPO_TERMS:
         assert {f"rewards/{name}", f"margins/{name}", f"accuracies/{name}"} <= logged.keys()
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= logged.keys()
     # ...at step one the policy is the reference, so every reward is zero.
@@ -94,7 +96,8 @@ def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, 
     from mcmdpo.model import load_processor
 
     dataset.processor = load_processor(str(tiny_checkpoint))
-    live = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, batch_size=5, show_progress=False)
+    step = preference_step("plain", dataset.processor, MCMDPO_LAYOUT)  # training ran packed: the other step agrees
+    live = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, step, batch_size=5, show_progress=False)
     assert cached.shape == (1, 200, 8) and live.shape == (200, 8)  # 3 steps: one epoch of negatives
     torch.testing.assert_close(cached[0], live, rtol=1e-6, atol=1e-5)  # float32: batch composition differs
 
@@ -158,9 +161,17 @@ def test_alignment_with_the_vision_tower_trained_reloads_it(tiny_checkpoint, syn
     "argv, message",
     [
         (["--stage", "sft", "--beta", "0.2"], "--stage sft does not use --beta"),
-        (["--stage", "dpo", "--num_terms", "3"], "--stage dpo does not use --num_terms"),
-        (["--stage", "mcmdpo", "--term_weights", "1", "2"], "--term_weights needs 7 values"),
-        (["--stage", "mcmdpo", "--negative_image", "blur"], "--negative_image must be one of"),
+        (["--stage", "sft", "--terms", "image"], "--stage sft does not use --terms"),
+        (["--stage", "dpo", "--negative_image", "black"], "scores that negative, so --negative_image would do nothing"),
+        (["--stage", "dpo", "--negative_seed", "3"], "scores that negative, so --negative_seed would do nothing"),
+        (["--stage", "mcmdpo", "--terms", "response", "--diffusion_step", "500"], "--diffusion_step would do nothing"),
+        (["--stage", "mcmdpo", "--terms", "response", "colour"], "unknown preference term(s) colour"),
+        (["--stage", "mcmdpo", "--term_weights", "1", "2"], "term weight '1' is not NAME=WEIGHT"),
+        (["--stage", "mcmdpo", "--term_weights", "image=heavy"], "'heavy' is not a number"),
+        (["--stage", "mcmdpo", "--preference_step", "fast"], "--preference_step must be one of"),
+        (["--stage", "mcmdpo", "--global_batch_size", "6", "--per_device_train_batch_size", "4"], "--global_batch_size 6 is not a multiple"),
+        (["--stage", "mcmdpo", "--global_batch_size", "8", "--gradient_accumulation_steps", "4"], "contradicts --global_batch_size"),
+        (["--stage", "mcmdpo", "--negative_image", "blur"], "negative image type must be one of"),
         (["--stage", "dpo", "--merge_lora", "true"], "--merge_lora needs --use_lora"),
     ],
 )
@@ -210,3 +221,42 @@ def test_negatives_redrawn_each_epoch_keep_the_cached_reference_exact(tiny_check
     # --fixed_negatives: one draw, one row.
     assert run("fixed", "--fixed_negatives", "true") == 0
     assert sorted(torch.load(f).shape[0] for f in cache.glob("*.pt")) == [1, 2]
+
+
+def test_length_grouped_batches_cut_padding(tiny_checkpoint, synthetic_dir, tmp_path):
+    """--train_sampling_strategy group_by_length groups records of similar length (from cheap
+    text-length estimates, nothing encoded up front), so batches carry less padding."""
+    from mcmdpo.train.cli import parse_arguments, run
+
+    padding = {}
+    for strategy in ("random", "group_by_length"):
+        argv = [
+            "--stage", "dpo", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(synthetic_dir / "pref_train.json"),
+            "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(tmp_path / strategy), "--max_steps", "1",
+            "--per_device_train_batch_size", "8", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
+            "--reference_cache_dir", str(tmp_path / "cache"), "--train_sampling_strategy", strategy, "--plot", "false",
+            "--preference_step", "plain",  # padding is counted on the plain step's rows
+        ]
+        trainer = run(*parse_arguments(argv))
+        padding[strategy] = sum(int((batch["attention_mask"] == 0).sum()) for batch in trainer.get_train_dataloader())
+    assert padding["group_by_length"] < 0.8 * padding["random"], padding
+
+
+def test_an_eighth_term_is_one_layout_entry_and_trains(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
+    """A new preference, context vs image+response ((c_l, m_w, y_w) over (c_w, m_l, y_l)), added
+    to the layout registry alone: the data builds the four sequences it needs, the packed step
+    scores them, the loss and the metrics take it by name, and training moves its margin."""
+    from mcmdpo import layout
+
+    term = layout.Term("context_over_image_response", positive=layout.Triple(1, 0, 0), negative=layout.Triple(0, 1, 1), weight=0.6)
+    monkeypatch.setitem(layout.TERMS, term.name, term)
+    out, cache = tmp_path / "eighth", tmp_path / "cache"
+    assert main(pref_argv("mcmdpo", tiny_checkpoint, synthetic_dir, out, cache, "--max_steps", "8", "--learning_rate", "2e-3",
+                          "--terms", "response", term.name, "--term_weights", f"{term.name}=0.9")) == 0
+    logged = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert logged[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy = reference at step one
+    assert f"margins/{term.name}" in logged[0] and "margins/image" not in logged[0]
+    assert logged[-1][f"margins/{term.name}"] > logged[0][f"margins/{term.name}"] + 0.01
+    [cached] = list(cache.glob("*.pt"))
+    assert torch.load(cached).shape[-1] == 4  # cw_mw_yw, cw_mw_yl, cw_ml_yl, cl_mw_yw
+    assert json.loads(cached.with_suffix(".json").read_text())["triples"] == ["cw_mw_yw", "cw_mw_yl", "cw_ml_yl", "cl_mw_yw"]

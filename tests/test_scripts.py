@@ -50,14 +50,13 @@ def test_sft_script_under_deepspeed_zero2(tiny_checkpoint, synthetic_dir, tmp_pa
     [
         ("mcmdpo.sh", "zero3.json", True, ""),
         ("mcmdpo.sh", "zero3.json", False, ""),
-        ("mcmdpo.sh", "zero3.json", True, " --shared_prefix true --activation_checkpointing false"),
         ("dpo.sh", "zero2.json", True, ""),
     ],
 )
 def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero, precompute, extra):
     """MCM-DPO under ZeRO-3 (policy and reference partitioned over both processes) and DPO
     under ZeRO-2; reference log-probs precomputed on both processes then training, or (live) a
-    partitioned reference model running beside the policy; and the shared-prefix step."""
+    partitioned reference model running beside the policy. The scripts' default step: packed."""
     out = tmp_path / "out"
     run_script(
         script,
@@ -86,6 +85,29 @@ def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_
     base = dict(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).named_parameters())
     head = "lm_head.weight"
     assert trained[head].shape == base[head].shape and not torch.equal(trained[head], base[head])
+
+
+@pytest.mark.slow
+def test_packed_step_logs_the_plain_steps_losses_under_zero3_through_the_script(tiny_checkpoint, synthetic_dir, tmp_path):
+    """scripts/mcmdpo.sh as shipped (tree-packed step, activation checkpointing on, ZeRO-3 over 2
+    processes, cached reference) against PREFERENCE_STEP=plain: the same losses step by step."""
+    histories = {}
+    for step in ("plain", "packed"):
+        out = tmp_path / step
+        run_script(
+            "mcmdpo.sh", PREFERENCE_STEP=step,
+            MODEL_PATH=str(tiny_checkpoint), DATA_PATH=str(synthetic_dir / "pref_train.json"),
+            IMAGE_FOLDER=str(synthetic_dir / "image"), OUTPUT_DIR=str(out),
+            DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / "zero3.json"), PER_DEVICE_BATCH="2", GLOBAL_BATCH="8", LEARNING_RATE="0.05",
+            # SGD: Adam's first steps would scale float-rounding gradients up to +-lr.
+            EXTRA_ARGS=f"--max_steps 3 --optim sgd --dataloader_num_workers 0 --report_to none --save_strategy no "
+                       f"--reference_cache_dir {tmp_path / 'cache'}",
+        )
+        histories[step] = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    plain, packed = histories["plain"], histories["packed"]
+    for a, b in zip(plain, packed, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+        assert b["margins/image"] == pytest.approx(a["margins/image"], abs=1e-4)
 
 
 @pytest.mark.slow

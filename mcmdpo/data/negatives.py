@@ -5,13 +5,78 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 from PIL import Image
 
-NEGATIVE_IMAGE_TYPES = ("diffusion", "black", "rotate", "crop", "random")
 DIFFUSION_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class NegativeImageType:
+    """One way of making m_l: whether it is drawn at random (so anew each epoch, unless fixed),
+    whether it is another record's image, and which :class:`NegativeConfig` fields it reads."""
+
+    name: str
+    drawn_at_random: bool = False
+    from_other_record: bool = False
+    parameters: tuple[str, ...] = ()
+
+
+# The original's --negative_image choices (design §1.2).
+NEGATIVE_IMAGES = {
+    kind.name: kind
+    for kind in (
+        NegativeImageType("diffusion", drawn_at_random=True, parameters=("diffusion_step",)),
+        NegativeImageType("black"),
+        NegativeImageType("rotate", drawn_at_random=True),
+        NegativeImageType("crop", drawn_at_random=True),
+        NegativeImageType("random", from_other_record=True),
+    )
+}
+NEGATIVE_IMAGE_TYPES = tuple(NEGATIVE_IMAGES)
+
+
+@dataclass(frozen=True)
+class NegativeConfig:
+    """How negatives are made (design §1.2). ``seed`` seeds every record's choices; with
+    ``fixed`` the random negative images (diffusion, rotate, crop) are drawn once for the run,
+    otherwise anew every epoch as the original draws them (seeded by seed, record and epoch)."""
+
+    image_type: str = "diffusion"
+    diffusion_step: int = 700
+    seed: int = 0
+    fixed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_type not in NEGATIVE_IMAGES:
+            raise ValueError(f"negative image type must be one of {NEGATIVE_IMAGE_TYPES}, got {self.image_type!r}")
+        if self.image_type == "diffusion" and not 0 <= self.diffusion_step < DIFFUSION_STEPS:
+            raise ValueError(f"diffusion step must be in [0, {DIFFUSION_STEPS}), got {self.diffusion_step}")
+
+    @property
+    def kind(self) -> NegativeImageType:
+        return NEGATIVE_IMAGES[self.image_type]
+
+    @property
+    def redrawn_each_epoch(self) -> bool:
+        return not self.fixed and self.kind.drawn_at_random
+
+    def key_fields(self, uses_negative_context: bool, uses_negative_image: bool) -> dict[str, Any]:
+        """The fields the sequences depend on (a reference-cache key): the image settings only
+        when a negative image is scored, and of those only the ones its type reads."""
+        fields: dict[str, Any] = {}
+        if uses_negative_image:
+            fields["image_type"] = self.image_type
+            fields.update({name: getattr(self, name) for name in self.kind.parameters})
+            if self.kind.drawn_at_random:
+                fields["fixed"] = self.fixed
+        if uses_negative_context or (uses_negative_image and (self.kind.drawn_at_random or self.kind.from_other_record)):
+            fields["seed"] = self.seed
+        return fields
 
 
 def record_seed(seed: int, index: int, purpose: str) -> int:

@@ -1,5 +1,5 @@
-"""The preference batch: for each record, the (context, image, response) triples that DPO (2) or
-MCM-DPO (8) score, in the upstream order of ``SEQUENCE_NAMES``."""
+"""The preference batch: for each record, the (context, image, response) triples its preference
+layout scores (2 for DPO, 8 for MCM-DPO), in the layout's order."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from mcmdpo.data.conversation import tokenize_conversation
 from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, frames_per_patch, mean_colour_image
 from mcmdpo.data.lengths import LengthReport, check_lengths
 from mcmdpo.data.negatives import (
-    NEGATIVE_IMAGE_TYPES,
+    NegativeConfig,
     black_pixels,
     crop_size,
     cropped_image,
@@ -26,43 +26,15 @@ from mcmdpo.data.negatives import (
     rotated_image,
 )
 from mcmdpo.data.records import PreferenceExample
+from mcmdpo.layout import MCMDPO_LAYOUT, PreferenceLayout
 
-ALL_SEQUENCES = tuple(range(8))
-DPO_SEQUENCES = (0, 1)  # (c_w, m_w, y_w), (c_w, m_w, y_l)
-
-
-def triple_of(sequence: int) -> tuple[int, int, int]:
-    """(context, image, response) of a sequence index: 0 = original/preferred, 1 = negative."""
-    return sequence >> 2 & 1, sequence >> 1 & 1, sequence & 1
-
-
-@dataclass(frozen=True)
-class NegativeConfig:
-    """How negatives are made (design §1.2). ``seed`` seeds every record's choices; with
-    ``fixed`` the random negative images (diffusion, rotate, crop) are drawn once for the run,
-    otherwise anew every epoch as the original draws them (seeded by seed, record and epoch)."""
-
-    image_type: str = "diffusion"
-    diffusion_step: int = 700
-    seed: int = 0
-    fixed: bool = False
-
-    def __post_init__(self) -> None:
-        if self.image_type not in NEGATIVE_IMAGE_TYPES:
-            raise ValueError(f"negative image type must be one of {NEGATIVE_IMAGE_TYPES}, got {self.image_type!r}")
-
-    @property
-    def redrawn_each_epoch(self) -> bool:
-        return not self.fixed and self.image_type in RANDOM_IMAGE_TYPES
-
-
-RANDOM_IMAGE_TYPES = ("diffusion", "rotate", "crop")
+__all__ = ["NegativeConfig", "PreferenceCollator", "PreferenceDataset"]
 
 
 class PreferenceDataset(Dataset):
-    """One item per trained record: its sequences (``sequences``: indices into SEQUENCE_NAMES),
+    """One item per trained record: its sequences (one per triple of ``layout``, in its order),
     each a dict of token lists and image tensors, plus the item's position and, when given, its
-    precomputed reference log-probs.
+    precomputed reference log-probs. Only the triples the layout's terms compare are built.
 
     ``examples`` is the whole file: the negative context (and the ``random`` negative image) of a
     record is another record of the file, as in the original, also when that one is not trained
@@ -76,13 +48,11 @@ class PreferenceDataset(Dataset):
         max_length: int,
         inputs: ImageInputs,
         negatives: NegativeConfig = NegativeConfig(),
-        sequences: Sequence[int] = ALL_SEQUENCES,
+        layout: PreferenceLayout = MCMDPO_LAYOUT,
         reference_logps: torch.Tensor | None = None,
         keep: Sequence[int] | None = None,
     ):
-        needs_other_record = any(triple_of(s)[0] for s in sequences) or (
-            negatives.image_type == "random" and any(triple_of(s)[1] for s in sequences)
-        )
+        needs_other_record = layout.uses_negative_context or (layout.uses_negative_image and negatives.kind.from_other_record)
         if needs_other_record and len(examples) < 2:
             raise ValueError("negative contexts (and 'random' negative images) need at least two records")
         self.examples = examples
@@ -91,7 +61,8 @@ class PreferenceDataset(Dataset):
         self.max_length = max_length
         self.inputs = inputs
         self.negatives = negatives
-        self.sequences = tuple(sequences)
+        self.layout = layout
+        self.triples = layout.triples
         self.keep = list(range(len(examples))) if keep is None else list(keep)
         self.reference_logps = reference_logps  # [epochs, records, sequences]: see reference_epoch
         self.epoch = 0
@@ -101,11 +72,11 @@ class PreferenceDataset(Dataset):
 
     @property
     def uses_negative_context(self) -> bool:
-        return any(triple_of(s)[0] for s in self.sequences)
+        return self.layout.uses_negative_context
 
     @property
     def uses_negative_image(self) -> bool:
-        return any(triple_of(s)[1] for s in self.sequences)
+        return self.layout.uses_negative_image
 
     @property
     def epochs_differ(self) -> bool:
@@ -158,7 +129,7 @@ class PreferenceDataset(Dataset):
         size = sizes[position]
         if self.negatives.image_type == "crop" and size is not None:
             return crop_size(*size)
-        if self.negatives.image_type == "random":
+        if self.negatives.kind.from_other_record:
             return sizes[self.negative_context_index(position)]
         return size
 
@@ -178,7 +149,7 @@ class PreferenceDataset(Dataset):
         """(turns, image size) of each sequence record ``position`` trains on, for length checks."""
         turns = self.turns_of(position)
         image_sizes = [sizes[position], self.negative_image_size(position, sizes) if self.uses_negative_image else None]
-        return [(turns[c, r], image_sizes[m]) for c, m, r in (triple_of(s) for s in self.sequences)]
+        return [(turns[t.context, t.response], image_sizes[t.image]) for t in self.triples]
 
     def keep_what_fits(self, sizes: Sequence[tuple[int, int] | None], show_progress: bool = True) -> LengthReport:
         """Measure every sequence of every record (:func:`~mcmdpo.data.lengths.check_lengths`),
@@ -199,11 +170,10 @@ class PreferenceDataset(Dataset):
             images.append(self.negative_image(position, image, images[0]))
         turns = self.turns_of(position)
         sequences = []
-        for sequence in self.sequences:
-            context, image_choice, response = triple_of(sequence)
-            encoded = images[image_choice]
+        for triple in self.triples:
+            encoded = images[triple.image]
             tokens = tokenize_conversation(
-                self.processor, turns[context, response], encoded.replacement, self.max_length, self.inputs.token_type_key
+                self.processor, turns[triple.context, triple.response], encoded.replacement, self.max_length, self.inputs.token_type_key
             )
             sequences.append({**tokens, **encoded.tensors})
         item: dict[str, Any] = {"sequences": sequences, "index": index}

@@ -22,34 +22,36 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mcmdpo.data.loading import load_examples
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
+from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.data.records import DataValidationError
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
+from mcmdpo.layout import MCMDPO_LAYOUT, PreferenceLayout
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
-from mcmdpo.train.losses import TERM_COLUMNS, TERM_NAMES
-from mcmdpo.train.preference_trainer import batch_sequence_logps
+from mcmdpo.train.steps import PreferenceStep, preference_step, step_for
 
 
 @torch.no_grad()
-def sequence_logps_of(model: Any, dataset: PreferenceDataset, batch_size: int = 8, show_progress: bool = True) -> torch.Tensor:
+def sequence_logps_of(
+    model: Any, dataset: PreferenceDataset, step: PreferenceStep, batch_size: int = 8, show_progress: bool = True
+) -> torch.Tensor:
     """[records, sequences] log-probs of every record of ``dataset`` under ``model``."""
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=PreferenceCollator(dataset.processor.tokenizer.pad_token_id))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=step.collator)
     chunks = []
     for batch in tqdm(loader, desc="scoring preference sequences", disable=not show_progress):
         batch = {key: value.to(device) for key, value in batch.items()}
-        chunks.append(batch_sequence_logps(model, batch, len(dataset.sequences), average=False).float().cpu())
+        chunks.append(step.logps(model, batch, False).float().cpu())
     return torch.cat(chunks)
 
 
-def summarize(logps: torch.Tensor) -> dict[str, float]:
-    """Per-dimension margins and accuracies of [records, 8] log-probs."""
+def summarize(logps: torch.Tensor, layout: PreferenceLayout = MCMDPO_LAYOUT) -> dict[str, float]:
+    """Per-term margins and accuracies of [records, triples] log-probs."""
     metrics: dict[str, float] = {}
-    for name, column in zip(TERM_NAMES, TERM_COLUMNS):
-        margin = logps[:, 0] - logps[:, column]
-        metrics[f"{name}_margin"] = margin.mean().item()
-        metrics[f"{name}_accuracy"] = (margin > 0).float().mean().item()
+    for term, (positive, negative) in zip(layout.terms, layout.pairs):
+        margin = logps[:, positive] - logps[:, negative]
+        metrics[f"{term.name}_margin"] = margin.mean().item()
+        metrics[f"{term.name}_accuracy"] = (margin > 0).float().mean().item()
     metrics["preference_accuracy"] = metrics["response_accuracy"]
     metrics["num_records"] = float(len(logps))
     return metrics
@@ -68,13 +70,14 @@ def evaluate_preferences(
 ) -> dict[str, float]:
     loaded = load_examples(data_path, "preference", image_folder, show_progress=show_progress)
     processor = load_processor(str(model_path), image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template)
-    inputs = load_family(str(model_path), image_aspect_ratio).inputs
-    dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, inputs, negatives)
+    family = load_family(str(model_path), image_aspect_ratio)
+    dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, family.inputs, negatives, MCMDPO_LAYOUT)
     dataset.keep_what_fits(loaded.image_sizes, show_progress=False)
     model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
     if torch.cuda.is_available():
         model = model.cuda()
-    return summarize(sequence_logps_of(model, dataset, batch_size, show_progress))
+    step = preference_step(step_for(family)[0], processor, MCMDPO_LAYOUT)
+    return summarize(sequence_logps_of(model, dataset, step, batch_size, show_progress), MCMDPO_LAYOUT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import TrainingArguments
 
-from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES
+from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, NegativeConfig
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
+from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS
-from mcmdpo.train.losses import DEFAULT_NORMALIZER, DEFAULT_TERM_WEIGHTS, TERM_NAMES
 from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
 
 STAGES = ("sft", "dpo", "mcmdpo")
+# What --terms and --normalizer default to in each preference stage: DPO is MCM-DPO's response term alone.
+STAGE_LAYOUTS = {"dpo": DPO_LAYOUT, "mcmdpo": MCMDPO_LAYOUT}
+PREFERENCE_STEPS = ("packed", "plain")
 
 
 @dataclass
@@ -92,9 +96,13 @@ class DataArguments:
     image_folder: str | None = field(default=None, metadata={"help": "folder that image paths are relative to"})
 
 
-# Flags that only mean something in some stages: setting them elsewhere is an error, not a no-op.
-PREFERENCE_ONLY = ("beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir", "shared_prefix")
-MCMDPO_ONLY = ("term_weights", "normalizer", "num_terms", "negative_image", "diffusion_step", "negative_seed", "fixed_negatives")
+# Flags that only mean something in the preference stages, or with a negative image: setting them
+# where they do nothing is an error, not a no-op.
+PREFERENCE_ONLY = (
+    "beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir", "preference_step", "terms",
+    "term_weights", "normalizer", "negative_seed",
+)
+NEGATIVE_IMAGE_ONLY = ("negative_image", "diffusion_step", "fixed_negatives")
 
 
 @dataclass
@@ -118,12 +126,21 @@ class AltTextTrainingArguments(TrainingArguments):
     )
     reference_cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "where cached reference log-probs live"})
 
-    term_weights: list[float] = field(
-        default_factory=lambda: list(DEFAULT_TERM_WEIGHTS),
-        metadata={"help": f"MCM-DPO weights of the seven terms, in the order {', '.join(TERM_NAMES)}"},
+    terms: list[str] | None = field(
+        default=None,
+        metadata={"help": f"preference terms switched on, by name: {', '.join(TERMS)} "
+                          "(default: all seven for mcmdpo, response for dpo)"},
     )
-    normalizer: float = field(default=DEFAULT_NORMALIZER, metadata={"help": "MCM-DPO weights are divided by this"})
-    num_terms: int = field(default=7, metadata={"help": "MCM-DPO terms switched on, cumulatively in the order of --term_weights"})
+    term_weights: list[str] | None = field(
+        default=None,
+        metadata={"help": "NAME=WEIGHT per term to reweight (default: the paper's "
+                          + " ".join(f"{t.name}={t.weight:g}" for t in TERMS.values()) + ")"},
+    )
+    normalizer: float | None = field(
+        default=None,
+        metadata={"help": f"term weights are divided by this (default: {MCMDPO_LAYOUT.normalizer:g}, the sum of the seven default "
+                          "weights as the original, also with fewer terms on; 1 for dpo)"},
+    )
     negative_image: str = field(default="diffusion", metadata={"help": f"negative image: one of {NEGATIVE_IMAGE_TYPES}"})
     diffusion_step: int = field(default=700, metadata={"help": "forward-diffusion step (of 1000) of the 'diffusion' negative image"})
     negative_seed: int = field(default=0, metadata={"help": "seeds every record's negative context and image"})
@@ -132,36 +149,74 @@ class AltTextTrainingArguments(TrainingArguments):
         metadata={"help": "draw each record's random negative image (diffusion noise, rotation, crop) once for the whole run; "
                           "by default it is drawn anew every epoch, as the original does (seeded by seed, record and epoch)"},
     )
-    shared_prefix: bool = field(
-        default=False,
-        metadata={"help": "exact, cheaper DPO/MCM-DPO step: each record's distinct images encoded once, its distinct prompts "
-                          "run once, both responses continue from the cached prompt (needs --activation_checkpointing false)"},
+    preference_step: str = field(
+        default="packed",
+        metadata={"help": "packed (exact, fast: each record's sequences per image packed into one prefix-tree row, the image "
+                          "through the language model once per row) or plain (every sequence in full, for comparison)"},
     )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "examples per optimizer step over all processes of all nodes: sets --gradient_accumulation_steps "
+                          "to it / (per-device batch x WORLD_SIZE)"},
+    )
+
+    @property
+    def layout(self) -> PreferenceLayout:
+        """The preference layout of this run (a preference stage)."""
+        preset = STAGE_LAYOUTS[self.stage]
+        return build_layout(
+            tuple(self.terms) if self.terms else preset.term_names,
+            parse_weights(self.term_weights or ()),
+            preset.normalizer if self.normalizer is None else self.normalizer,
+        )
+
+    @property
+    def negatives(self) -> NegativeConfig:
+        return NegativeConfig(self.negative_image, self.diffusion_step, self.negative_seed, self.fixed_negatives)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
         defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(self)}
-        unused = [name for name in PREFERENCE_ONLY + MCMDPO_ONLY if self.stage == "sft" and getattr(self, name) != defaults[name]]
-        unused += [name for name in MCMDPO_ONLY if self.stage == "dpo" and getattr(self, name) != defaults[name]]
-        if unused:
-            raise ValueError(f"--stage {self.stage} does not use {', '.join('--' + n for n in unused)}")
+        changed = [name for name in PREFERENCE_ONLY + NEGATIVE_IMAGE_ONLY if getattr(self, name) != defaults[name]]
+        if self.stage == "sft" and changed:
+            raise ValueError(f"--stage sft does not use {', '.join('--' + n for n in changed)}")
         if self.logps_reduction not in ("sum", "mean"):
             raise ValueError(f"--logps_reduction must be sum or mean, got {self.logps_reduction!r}")
-        if len(self.term_weights) != len(TERM_NAMES):
-            raise ValueError(f"--term_weights needs {len(TERM_NAMES)} values ({', '.join(TERM_NAMES)}), got {len(self.term_weights)}")
-        if not 1 <= self.num_terms <= len(TERM_NAMES):
-            raise ValueError(f"--num_terms must be in 1..{len(TERM_NAMES)}, got {self.num_terms}")
-        if self.shared_prefix and self.activation_checkpointing:
-            raise ValueError("--shared_prefix needs the prompt's key/value cache: add --activation_checkpointing false")
-        if self.dataloader_persistent_workers and not self.fixed_negatives and self.stage == "mcmdpo":
+        if self.preference_step not in PREFERENCE_STEPS:
+            raise ValueError(f"--preference_step must be one of {PREFERENCE_STEPS}, got {self.preference_step!r}")
+        if self.stage != "sft":
+            layout = self.layout  # a clear error now for unknown terms or malformed weights
+            unused = [name for name in changed if name in NEGATIVE_IMAGE_ONLY and not layout.uses_negative_image]
+            if "negative_seed" in changed and not (layout.uses_negative_image or layout.uses_negative_context):
+                unused.append("negative_seed")
+            if unused:
+                raise ValueError(f"no active term (--terms {' '.join(layout.term_names)}) scores that negative, so "
+                                 f"{', '.join('--' + n for n in unused)} would do nothing")
+            self.negatives  # validates the negative image settings
+        if self.dataloader_persistent_workers and not self.fixed_negatives and self.stage != "sft" and self.layout.uses_negative_image:
             raise ValueError("negatives are drawn anew each epoch, which persistent data-loader workers would not see: "
                              "drop --dataloader_persistent_workers or add --fixed_negatives true")
-        if self.negative_image not in NEGATIVE_IMAGE_TYPES:
-            raise ValueError(f"--negative_image must be one of {NEGATIVE_IMAGE_TYPES}, got {self.negative_image!r}")
+        if self.global_batch_size is not None:
+            steps = accumulation_steps(self.global_batch_size, self.per_device_train_batch_size)
+            if self.gradient_accumulation_steps not in (1, steps):
+                raise ValueError(f"--gradient_accumulation_steps {self.gradient_accumulation_steps} contradicts --global_batch_size "
+                                 f"{self.global_batch_size} (which needs {steps}): give one of them")
+            self.gradient_accumulation_steps = steps
         if (self.vision_tower_lr is not None or self.projector_lr is not None) and self.deepspeed:
             config = self.deepspeed if isinstance(self.deepspeed, dict) else json.loads(Path(self.deepspeed).read_text())
             if "optimizer" in config:
                 raise ValueError("--vision_tower_lr / --projector_lr need the Trainer's optimizer: the DeepSpeed config "
                                  f"{self.deepspeed} defines its own, which would ignore them")
         super().__post_init__()
+
+
+def accumulation_steps(global_batch_size: int, per_device_batch_size: int) -> int:
+    """Gradient accumulation that makes ``global_batch_size`` examples per optimizer step over
+    every process the launcher started (WORLD_SIZE: all nodes' processes)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = per_device_batch_size * world_size
+    if global_batch_size % per_step:
+        raise ValueError(f"--global_batch_size {global_batch_size} is not a multiple of per-device batch x processes = "
+                         f"{per_device_batch_size} x {world_size}")
+    return global_batch_size // per_step

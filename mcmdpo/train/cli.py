@@ -3,9 +3,10 @@
     python -m mcmdpo.train --stage sft|dpo|mcmdpo --model_name_or_path CKPT --data_path FILE \\
         --image_folder DIR --output_dir OUT [any transformers.TrainingArguments flag]
 
-or, on several GPUs, ``deepspeed --module mcmdpo.train ... --deepspeed scripts/zero3.json``.
-A single ``.json`` or ``.yaml`` argument holding the same keys works too. The data is validated
-(every record, every image) before any model is loaded.
+or, on several GPUs, ``deepspeed --module mcmdpo.train --config configs/mcmdpo.yaml ...
+--deepspeed scripts/zero3.json`` (the scripts do this). ``--config`` names a YAML recipe whose
+values the flags given override; a single ``.json`` argument is a whole run. The data is
+validated (every record, every image) before any model is loaded.
 """
 
 from __future__ import annotations
@@ -22,13 +23,7 @@ from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCall
 from mcmdpo.data.collate import SFTCollator
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.loading import load_examples
-from mcmdpo.data.preference_dataset import (
-    ALL_SEQUENCES,
-    DPO_SEQUENCES,
-    NegativeConfig,
-    PreferenceCollator,
-    PreferenceDataset,
-)
+from mcmdpo.data.preference_dataset import PreferenceDataset
 from mcmdpo.data.records import DataValidationError, Problem
 from mcmdpo.data.sft_dataset import SFTDataset
 from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_counts
@@ -39,9 +34,11 @@ from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, Mode
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
 from mcmdpo.train.preference_trainer import NegativesEpochCallback, PreferenceTrainer, prepare_reference_model
+from mcmdpo.train.recipes import add_config_argument, with_recipe
 from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
 from mcmdpo.train.sampling import LengthGroupingMixin
-from mcmdpo.train.shared_prefix import SharedPrefixCollator
+from mcmdpo.train.losses import PreferenceLoss
+from mcmdpo.train.steps import preference_step, step_for
 
 logger = logging.getLogger("mcmdpo.train")
 
@@ -51,13 +48,15 @@ class SFTTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
 
 
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, AltTextTrainingArguments]:
+    """The run's arguments: its recipe, if any (``--config PATH`` or a leading ``.yaml``; see
+    :mod:`mcmdpo.train.recipes`), overridden by the flags given. A single ``.json`` argument is
+    the whole run, no recipe under it."""
     parser = HfArgumentParser((ModelArguments, DataArguments, AltTextTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    return parser.parse_args_into_dataclasses(args=argv)
+    add_config_argument(parser)
+    return parser.parse_args_into_dataclasses(args=with_recipe(argv, parser.dataclass_types))
 
 
 def load_training_data(
@@ -83,12 +82,9 @@ def load_training_data(
             [loaded.examples[p] for p in report.kept], processor, data_args.image_folder, training_args.max_length, family.inputs
         )
     else:
-        negatives = NegativeConfig(
-            training_args.negative_image, training_args.diffusion_step, training_args.negative_seed, training_args.fixed_negatives
-        )
-        sequences = DPO_SEQUENCES if training_args.stage == "dpo" else ALL_SEQUENCES
         dataset = PreferenceDataset(
-            loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs, negatives, sequences
+            loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs,
+            training_args.negatives, training_args.layout,
         )
         report = dataset.keep_what_fits(loaded.image_sizes, show_progress=main_process)
     if main_process:
@@ -172,13 +168,13 @@ def attach_reference_logps(
     """Read the reference log-probs from the cache, or compute them with the reference model once
     (spread over all processes) and cache them; training then runs no reference forward."""
     key, description = cache_key(
-        data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.sequences,
+        data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.layout,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
         [dataset.examples[p].idx for p in dataset.keep], dataset.processor.image_processor.image_aspect_ratio,
         dataset.processor.chat_template,
     )
     epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
-    cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.sequences)))
+    cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.triples)))
     main_process = trainer.is_world_process_zero()
     if cached is not None:
         if main_process:
@@ -224,17 +220,17 @@ def run(
             data_collator=collator, processing_class=processor, callbacks=callbacks,
         )
     else:
-        if training_args.shared_prefix and not family.shared_prefix:
-            if training_args.process_index == 0:
-                print(f"note: the shared-prefix step cannot run {family.name} exactly; training with the plain step", flush=True)
-            training_args.shared_prefix = False
+        step_name, notice = step_for(family, training_args.preference_step, model_args.attn_implementation)
+        if notice and training_args.process_index == 0:
+            print(f"note: {notice}", flush=True)
         model = build_policy(model_args, training_args, family)
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
             live_reference = load_reference(model_args, training_args, processor)
-        collator = SharedPrefixCollator(pad_id) if training_args.shared_prefix else PreferenceCollator(pad_id)
         trainer = PreferenceTrainer(
-            model=model, args=training_args, train_dataset=dataset, data_collator=collator,
+            model=model, args=training_args, train_dataset=dataset,
+            loss=PreferenceLoss(training_args.layout, training_args.beta),
+            step=preference_step(step_name, processor, training_args.layout),
             processing_class=processor, reference_model=live_reference,
             callbacks=[NegativesEpochCallback(dataset), *(callbacks or [])],
         )

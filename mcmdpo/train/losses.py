@@ -1,22 +1,17 @@
-"""Loss maths as pure functions: sequence log-probabilities, DPO and MCM-DPO (design §1.1)."""
+"""Loss maths as pure functions: sequence log-probabilities and the preference loss of a
+:class:`~mcmdpo.layout.PreferenceLayout` (MCM-DPO, of which DPO is the response term; design §1.1)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mcmdpo.data.conversation import IGNORE_INDEX
+from mcmdpo.layout import PreferenceLayout
 
-# The eight (context, image, response) triples of a record, in the upstream order.
-SEQUENCE_NAMES = ("cw_mw_yw", "cw_mw_yl", "cw_ml_yw", "cw_ml_yl", "cl_mw_yw", "cl_mw_yl", "cl_ml_yw", "cl_ml_yl")
-# The seven negative dimensions, in the order their terms are switched on, and the column of
-# each one's negative triple in SEQUENCE_NAMES. The anchor (c_w, m_w, y_w) is column 0.
-TERM_NAMES = ("response", "image", "context", "context_response", "image_response", "context_image", "all")
-TERM_COLUMNS = (1, 2, 4, 5, 3, 6, 7)
-DEFAULT_TERM_WEIGHTS = (1.0, 0.5, 0.5, 0.2, 0.2, 0.2, 0.2)
-DEFAULT_NORMALIZER = 2.8
+LOGSUMEXP_CHUNK = 1024  # answer positions whose fp32 logits exist at once
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False) -> torch.Tensor:
@@ -39,86 +34,78 @@ def answer_logps(
 ) -> torch.Tensor:
     """Per-sequence log-probabilities from the logits at ``predicts_answer``'s positions only
     ([answer tokens, vocabulary], as ``logits_to_keep=predicts_answer`` gives them)."""
-    logits = answer_logits.float()
     targets = labels[:, 1:][predicts_answer[:, :-1]]
-    # gather - logsumexp avoids materialising a full log_softmax over the vocabulary.
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     rows = predicts_answer.nonzero()[:, 0]
-    total = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
-    return total / predicts_answer.sum(-1).clamp(min=1) if average else total
+    return sum_per_sequence(token_logps(answer_logits, targets), rows, predicts_answer.sum(-1), average)
 
 
-def dpo_loss(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    reference_chosen_logps: torch.Tensor,
-    reference_rejected_logps: torch.Tensor,
-    beta: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example DPO losses -log sigmoid(beta * (r_w - r_l)) with r = log pi - log pi_ref,
-    and the (detached) rewards beta * r of the chosen and the rejected responses."""
-    chosen = policy_chosen_logps - reference_chosen_logps
-    rejected = policy_rejected_logps - reference_rejected_logps
-    losses = -F.logsigmoid(beta * (chosen - rejected))
-    return losses, beta * chosen.detach(), beta * rejected.detach()
+def token_logps(logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """log softmax(logits[position])[target] for each target, in fp32; ``positions`` (default:
+    one target per row) index the rows of the [positions, vocabulary] logits.
+
+    gather - logsumexp, taken over chunks of rows: no log-softmax over the vocabulary is
+    materialised and only one chunk's fp32 copy of bf16 logits exists at a time."""
+    positions = torch.arange(len(targets), device=targets.device) if positions is None else positions
+    picked = logits[positions, targets].float()
+    if not len(logits):
+        return picked
+    normalisers = torch.cat([chunk.float().logsumexp(-1) for chunk in logits.split(LOGSUMEXP_CHUNK)])
+    return picked - normalisers[positions]
 
 
-def mcmdpo_loss(
-    policy_logps: torch.Tensor,
-    reference_logps: torch.Tensor,
-    beta: float,
-    weights: Sequence[float] = DEFAULT_TERM_WEIGHTS,
-    normalizer: float = DEFAULT_NORMALIZER,
-    num_terms: int = 7,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-example MCM-DPO losses and per-dimension metrics.
+def sum_per_sequence(
+    token_values: torch.Tensor, sequence_of_token: torch.Tensor, tokens_per_sequence: torch.Tensor, average: bool
+) -> torch.Tensor:
+    """[sequences] sums (or means) of per-token values, each token belonging to ``sequence_of_token``."""
+    total = torch.zeros(len(tokens_per_sequence), dtype=token_values.dtype, device=token_values.device)
+    total = total.index_add(0, sequence_of_token, token_values)
+    return total / tokens_per_sequence.clamp(min=1).to(total) if average else total
 
-    Both log-prob tensors are [batch, 8] in SEQUENCE_NAMES order. With r the implicit reward of a
-    triple, the terms are combined in one sigmoid, as the original implementation does:
 
-        logits = sum_{k < num_terms} (weights[k] / normalizer) * (r(anchor) - r(negative_k))
+@dataclass(frozen=True)
+class PreferenceLoss:
+    """MCM-DPO's loss over a layout's terms, combined in one sigmoid as the original does:
+
+        logits = sum_k (w_k / normaliser) * (r(positive_k) - r(negative_k)),  r = log pi - log pi_ref
         loss   = -log sigmoid(beta * logits)
 
-    num_terms=1 with normalizer=1 is exactly DPO. Metrics (per example, detached) cover all seven
-    dimensions whether or not their term is on: the reward of each negative, the margin
-    beta * (r(anchor) - r(negative)) and whether it is positive (accuracy)."""
-    if policy_logps.shape != reference_logps.shape or policy_logps.shape[-1] != len(SEQUENCE_NAMES):
-        raise ValueError(f"log-probs must both be [batch, 8], got {tuple(policy_logps.shape)} and {tuple(reference_logps.shape)}")
-    if len(weights) != len(TERM_NAMES):
-        raise ValueError(f"expected {len(TERM_NAMES)} weights, got {len(weights)}")
-    if not 1 <= num_terms <= len(TERM_NAMES):
-        raise ValueError(f"num_terms must be in 1..{len(TERM_NAMES)}, got {num_terms}")
-    rewards = policy_logps - reference_logps
-    margins = rewards[:, :1] - rewards[:, list(TERM_COLUMNS)]  # [batch, 7]
-    scale = torch.tensor([w / normalizer for w in weights[:num_terms]], dtype=margins.dtype, device=margins.device)
-    logits = margins[:, :num_terms] @ scale
-    losses = -F.logsigmoid(beta * logits)
-    metrics = preference_metrics(policy_logps.detach(), reference_logps.detach(), beta)
-    return losses, metrics
+    Called on [records, sequences] policy and reference log-probs (columns: ``layout.triples``),
+    it returns the per-record losses and per-record metrics (detached): for each term the
+    negative's reward beta * r, the margin beta * (r(positive) - r(negative)) and its accuracy,
+    plus TRL's usual DPO metrics when the response pair is scored. DPO is the layout of the
+    response term alone with normaliser 1: beta * (r(y_w) - r(y_l)), exactly."""
 
+    layout: PreferenceLayout
+    beta: float
 
-def response_metrics(
-    policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The usual DPO metrics (per example), named as TRL names them."""
-    return {
-        "rewards/chosen": chosen_rewards,
-        "rewards/rejected": rejected_rewards,
-        "rewards/margins": chosen_rewards - rejected_rewards,
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
-        "logps/chosen": policy_chosen_logps.detach(),
-        "logps/rejected": policy_rejected_logps.detach(),
-    }
+    def __call__(self, policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        width = len(self.layout.triples)
+        if policy_logps.shape != reference_logps.shape or policy_logps.dim() != 2 or policy_logps.shape[-1] != width:
+            raise ValueError(
+                f"log-probs must both be [records, {width}] (the layout's triples), got {tuple(policy_logps.shape)} and {tuple(reference_logps.shape)}"
+            )
+        rewards = policy_logps - reference_logps
+        positive, negative = (list(columns) for columns in zip(*self.layout.pairs))
+        margins = rewards[:, positive] - rewards[:, negative]  # [records, terms]
+        scales = torch.tensor(self.layout.scales, dtype=margins.dtype, device=margins.device)
+        losses = -F.logsigmoid(self.beta * (margins @ scales))
+        return losses, self.metrics(policy_logps.detach(), self.beta * rewards.detach())
 
-
-def preference_metrics(policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-    """Per-example metrics of [batch, 8] log-probs: the usual DPO metrics of the response pair,
-    and for each of the seven dimensions the negative's reward, the margin and its accuracy."""
-    rewards = beta * (policy_logps - reference_logps)
-    metrics = response_metrics(policy_logps[:, 0], policy_logps[:, 1], rewards[:, 0], rewards[:, 1])
-    for name, column in zip(TERM_NAMES, TERM_COLUMNS):
-        margin = rewards[:, 0] - rewards[:, column]
-        metrics[f"rewards/{name}"] = rewards[:, column]
-        metrics[f"margins/{name}"] = margin
-        metrics[f"accuracies/{name}"] = (margin > 0).float()
-    return metrics
+    def metrics(self, policy_logps: torch.Tensor, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+        metrics: dict[str, torch.Tensor] = {}
+        if self.layout.response_pair is not None:
+            chosen, rejected = self.layout.response_pair
+            metrics.update({
+                "rewards/chosen": rewards[:, chosen],
+                "rewards/rejected": rewards[:, rejected],
+                "rewards/margins": rewards[:, chosen] - rewards[:, rejected],
+                "rewards/accuracies": (rewards[:, chosen] > rewards[:, rejected]).float(),
+                "logps/chosen": policy_logps[:, chosen],
+                "logps/rejected": policy_logps[:, rejected],
+            })
+        for term, (positive, negative) in zip(self.layout.terms, self.layout.pairs):
+            margin = rewards[:, positive] - rewards[:, negative]
+            metrics[f"rewards/{term.name}"] = rewards[:, negative]
+            metrics[f"margins/{term.name}"] = margin
+            metrics[f"accuracies/{term.name}"] = (margin > 0).float()
+        return metrics

@@ -1,6 +1,7 @@
 """DPO and MCM-DPO: a thin ``transformers.Trainer`` subclass that scores each record's sequences
-under the policy, takes the reference log-probs from the batch (precomputed) or from a frozen
-reference, and applies the pure losses of :mod:`mcmdpo.train.losses`."""
+under the policy with the step it is given, takes the reference log-probs from the batch
+(precomputed) or from a frozen reference, and applies the loss it is given (a
+:class:`~mcmdpo.train.losses.PreferenceLoss`: DPO and MCM-DPO differ only in its layout)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
-from mcmdpo.train.losses import answer_logits_mask, answer_logps, dpo_loss, mcmdpo_loss, response_metrics
+from mcmdpo.train.losses import PreferenceLoss
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.sampling import LengthGroupingMixin
-from mcmdpo.train.shared_prefix import shared_prefix_logps
-
-NON_MODEL_KEYS = ("index", "reference_logps", "labels")
-
-
-def batch_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], num_sequences: int, average: bool) -> torch.Tensor:
-    """[records, sequences] log-probs of a flattened preference batch. Only the positions that
-    predict an answer token go through the output head (a few dozen of a sequence's hundreds)."""
-    inputs = {key: value for key, value in batch.items() if key not in NON_MODEL_KEYS}
-    predicts_answer = answer_logits_mask(batch["labels"])
-    answer_logits = model(**inputs, use_cache=False, logits_to_keep=predicts_answer).logits
-    return answer_logps(answer_logits, batch["labels"], predicts_answer, average).view(-1, num_sequences)
+from mcmdpo.train.steps import PreferenceStep
 
 
 def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
@@ -52,14 +42,19 @@ def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
 
 
 class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
-    """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments` with stage "dpo"
-    or "mcmdpo"; ``train_dataset`` a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`.
+    """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments`; ``train_dataset``
+    a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`; ``step`` scores its batches
+    (its collator becomes the data collator) and ``loss`` turns the log-probs into losses.
 
     The reference is, in order: the batch's ``reference_logps`` (precomputed), ``reference_model``,
     or the policy with its LoRA adapters disabled."""
 
-    def __init__(self, *args: Any, reference_model: nn.Module | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args: Any, loss: PreferenceLoss, step: PreferenceStep, reference_model: nn.Module | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, data_collator=step.collator, **kwargs)
+        self.loss = loss
+        self.step = step
         # Our loss is a mean over records: the Trainer must divide it over accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -68,7 +63,7 @@ class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer
 
     @property
     def num_sequences(self) -> int:
-        return len(self.train_dataset.sequences)
+        return len(self.loss.layout.triples)
 
     def _reference_context(self):
         if self.reference_model is not None:
@@ -79,23 +74,13 @@ class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer
         return unwrapped.disable_adapter()
 
     def sequence_logps(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[records, sequences] log-probs: by the shared-prefix step or by full sequences."""
-        average = self.args.logps_reduction == "mean"
-        if self.args.shared_prefix:
-            return shared_prefix_logps(model, batch, average)
-        return batch_sequence_logps(model, batch, self.num_sequences, average)
+        """[records, sequences] log-probs (columns: the layout's triples)."""
+        return self.step.logps(model, batch, self.args.logps_reduction == "mean")
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self._reference_context():
             return self.sequence_logps(self.reference_model if self.reference_model is not None else self.model, batch)
-
-    def preference_loss(self, policy: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        args = self.args
-        if args.stage == "dpo":
-            losses, chosen, rejected = dpo_loss(policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1], args.beta)
-            return losses, response_metrics(policy[:, 0], policy[:, 1], chosen, rejected)
-        return mcmdpo_loss(policy, reference, args.beta, args.term_weights, args.normalizer, args.num_terms)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         policy = self.sequence_logps(model, inputs)
@@ -103,7 +88,7 @@ class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer
             reference = inputs["reference_logps"].to(policy)
         else:
             reference = self.reference_logps(inputs).to(policy)
-        losses, metrics = self.preference_loss(policy, reference)
+        losses, metrics = self.loss(policy, reference)
         for name, values in metrics.items():
             self._stored_metrics[name].append(self.accelerator.gather_for_metrics(values.detach()).float().mean().item())
         loss = losses.mean()

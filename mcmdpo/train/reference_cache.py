@@ -7,15 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mcmdpo.data.preference_dataset import NegativeConfig
+from mcmdpo.data.negatives import NegativeConfig
+from mcmdpo.layout import PreferenceLayout
 
-CACHE_FORMAT = 2  # 2: one row of log-probs per epoch of negatives
+CACHE_FORMAT = 3  # 2: one row of log-probs per epoch of negatives; 3: keyed by the layout's triples
 DEFAULT_CACHE_DIR = Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "reference_logps"
 
 
@@ -45,7 +45,7 @@ def cache_key(
     image_folder: str | Path | None,
     reference_path: str | Path,
     negatives: NegativeConfig,
-    sequences: tuple[int, ...],
+    layout: PreferenceLayout,
     max_length: int,
     logps_reduction: str,
     reference_dtype: str,
@@ -60,8 +60,9 @@ def cache_key(
         "data_path": str(Path(data_path).resolve()),
         "image_folder": str(Path(image_folder).resolve()) if image_folder else None,
         "reference": checkpoint_fingerprint(reference_path),
-        "negatives": asdict(negatives),
-        "sequences": list(sequences),
+        # Only what the scored triples depend on: DPO's log-probs do not change with the negatives.
+        "negatives": negatives.key_fields(layout.uses_negative_context, layout.uses_negative_image),
+        "triples": [triple.name for triple in layout.triples],
         "max_length": max_length,
         "logps_reduction": logps_reduction,
         "reference_dtype": reference_dtype,

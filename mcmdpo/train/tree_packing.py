@@ -1,0 +1,163 @@
+"""The tree-packed preference step: each record's sequences that show the same image are merged
+into one row, a prefix tree of their tokens (design §1.1, the default step).
+
+The sequences of one (record, image) pair share a prefix: system prompt, image tokens and, per
+context, the question; they differ in the context and the response. Stored as a tree, the row
+holds every distinct token once, in order, and each token attends to its ancestors only (a 4-D
+attention mask) at its depth as position. Every token then sees exactly what it sees in its own
+sequence, at the same position, so each sequence's log-probability is the plain step's (up to
+float rounding): for MCM-DPO 2 rows per record instead of 8 sequences, the image through the
+language model twice instead of 8 times. It is one ordinary forward, so activation
+checkpointing, ZeRO-3, LoRA and the reference cache work as with the plain step.
+
+Exact for families whose language model takes 1-D positions and plain causal attention (LLaVA,
+LLaVA-NeXT, LLaVA-OneVision, SmolVLM); :class:`~mcmdpo.model.families.ModelFamily` says which."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from mcmdpo.data.collate import PAD_VALUES, pad_rows
+from mcmdpo.data.conversation import IGNORE_INDEX
+from mcmdpo.data.image_inputs import concat_padded
+from mcmdpo.layout import Triple
+from mcmdpo.train.losses import sum_per_sequence, token_logps
+
+# Batch keys of the tree (not model inputs) and of the targets each sequence's log-prob sums.
+TREE_KEYS = ("tree_mask", "target_row", "target_parent", "target_token", "target_sequence", "sequence_length")
+TOKEN_KEYS = tuple(key for key in PAD_VALUES if key not in ("attention_mask", "labels"))  # ids and image-token flags
+
+
+@dataclass
+class PrefixTree:
+    """The distinct tokens of some sequences, in first-seen order (parents before children)."""
+
+    tokens: dict[str, list[int]]  # per token key (input_ids and any image-token flags)
+    parent: list[int]  # -1 for a root
+    depth: list[int]
+    paths: list[list[int]]  # per sequence: the node of each of its tokens
+
+    @classmethod
+    def of(cls, sequences: Sequence[dict[str, Any]], keys: Sequence[str]) -> PrefixTree:
+        tree = cls({key: [] for key in keys}, [], [], [])
+        children: dict[tuple[int, tuple[int, ...]], int] = {}
+        for sequence in sequences:
+            node, path = -1, []
+            for position in range(len(sequence["input_ids"])):
+                token = tuple(int(sequence[key][position]) for key in keys)
+                child = children.get((node, token))
+                if child is None:
+                    child = children[node, token] = len(tree.parent)
+                    for key, value in zip(keys, token):
+                        tree.tokens[key].append(value)
+                    tree.parent.append(node)
+                    tree.depth.append(len(path))
+                path.append(child)
+                node = child
+            tree.paths.append(path)
+        return tree
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def ancestry(self, length: int) -> torch.Tensor:
+        """[length, length] bool: node i may attend to node j (j is i or an ancestor of i).
+        Positions past the tree (padding) attend to themselves only."""
+        mask = torch.zeros(length, length, dtype=torch.bool)
+        for node, parent in enumerate(self.parent):
+            if parent >= 0:
+                mask[node] = mask[parent]
+            mask[node, node] = True
+        mask[torch.arange(len(self), length), torch.arange(len(self), length)] = True
+        return mask
+
+
+@dataclass
+class TreePackingCollator:
+    """Batches :class:`~mcmdpo.data.preference_dataset.PreferenceDataset` items (sequences in the
+    order of ``triples``) as one prefix-tree row per record and image, with the targets that sum
+    back to each sequence's log-probability."""
+
+    pad_token_id: int
+    image_token_id: int
+    triples: tuple[Triple, ...]
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        groups: dict[int, list[int]] = {}
+        for column, triple in enumerate(self.triples):
+            groups.setdefault(triple.image, []).append(column)
+        keys = [key for key in TOKEN_KEYS if key in items[0]["sequences"][0]]
+        trees, images, targets = [], [], []
+        lengths = []
+        for record, item in enumerate(items):
+            sequences = item["sequences"]
+            if len(sequences) != len(self.triples):
+                raise ValueError(f"an item holds {len(sequences)} sequences, the layout {len(self.triples)}")
+            for columns in groups.values():
+                members = [sequences[c] for c in columns]
+                tree = PrefixTree.of(members, keys)
+                row = len(trees)
+                trees.append(tree)
+                for column, sequence, path in zip(columns, members, tree.paths):
+                    answer = [k for k, label in enumerate(sequence["labels"]) if label != IGNORE_INDEX and k > 0]
+                    targets += [(row, path[k - 1], sequence["input_ids"][k], record * len(self.triples) + column) for k in answer]
+                # The image once per run of its tokens in the row (once where it precedes the contexts).
+                image = {key: value for key, value in members[0].items() if key not in PAD_VALUES}
+                placeholders = members[0]["input_ids"].count(self.image_token_id) if image else 0
+                images += [image] * (tree.tokens["input_ids"].count(self.image_token_id) // placeholders if placeholders else 0)
+            for column in range(len(self.triples)):
+                lengths.append(sum(label != IGNORE_INDEX for label in sequences[column]["labels"][1:]))
+        length = max(len(tree) for tree in trees)
+        batch = {key: pad_rows([tree.tokens[key] for tree in trees], self.pad_token_id if key == "input_ids" else 0) for key in keys}
+        batch["position_ids"] = pad_rows([tree.depth for tree in trees], 0)
+        batch["tree_mask"] = torch.stack([tree.ancestry(length) for tree in trees])
+        row, parent, token, sequence = zip(*targets)
+        batch.update(
+            target_row=torch.tensor(row), target_parent=torch.tensor(parent), target_token=torch.tensor(token),
+            target_sequence=torch.tensor(sequence), sequence_length=torch.tensor(lengths),
+        )
+        for key in dict.fromkeys(k for image in images for k in image):
+            batch[key] = concat_padded([torch.as_tensor(image[key]) for image in images])
+        batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
+        if "reference_logps" in items[0]:
+            batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
+        return batch
+
+
+def tree_attention_mask(tree_mask: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """The 4-D mask the attention takes: boolean for sdpa (True = attend), additive for eager."""
+    mask = tree_mask[:, None]
+    config = _unwrap(model).config
+    implementation = getattr(config.get_text_config(), "_attn_implementation", None) or config._attn_implementation
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
+    if implementation != "sdpa":
+        raise ValueError(f"the tree-packed step needs sdpa or eager attention (a 4-D mask), not {implementation}: use --preference_step plain")
+    return mask
+
+
+def _unwrap(model: Any) -> Any:
+    model = getattr(model, "module", model)  # DeepSpeed engine
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+
+
+def packed_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], average: bool = False) -> torch.Tensor:
+    """[records, sequences] log-probs (columns: the layout's triples) from a
+    :class:`TreePackingCollator` batch, in one forward. Only the tree nodes that predict an answer
+    token go through the output head."""
+    inputs = {key: value for key, value in batch.items() if key not in (*TREE_KEYS, "index", "reference_logps")}
+    row, parent = batch["target_row"], batch["target_parent"]
+    predicts_answer = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=row.device)
+    predicts_answer[row, parent] = True
+    kept = predicts_answer.view(-1).cumsum(0) - 1  # index of each kept position among the kept ones
+    logits = model(
+        **inputs, attention_mask=tree_attention_mask(batch["tree_mask"], model), use_cache=False, logits_to_keep=predicts_answer
+    ).logits
+    width = predicts_answer.shape[1]
+    values = token_logps(logits, batch["target_token"], kept[row * width + parent])
+    lengths = batch["sequence_length"]
+    return sum_per_sequence(values, batch["target_sequence"], lengths, average).view(len(batch["index"]), -1)
