@@ -25,7 +25,7 @@ from mcmdpo.model.families import BY_NAME
 from mcmdpo.model.processors import load_checkpoint_processor
 from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train.cli import main as train_main
-from mcmdpo.layout import MCMDPO_LAYOUT, MCMDPO_TERMS
+from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, MCMDPO_TERMS
 from mcmdpo.train.losses import PreferenceLoss
 from mcmdpo.train.steps import preference_step
 
@@ -135,10 +135,10 @@ def test_diffusion_noise_has_one_law_in_every_family(family_checkpoints, name):
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_packed_step_equals_the_plain_step_where_declared(family_checkpoints, small_data, name):
+def test_packed_step_equals_the_plain_step(family_checkpoints, small_data, name):
+    """Also where the model builds its own masks (Gemma 3's bidirectional image attention, its
+    sliding-window layers) and positions (Qwen's 3-D rotary positions)."""
     processor, family = loaded(family_checkpoints[name], name)
-    if not family.tree_packing:
-        pytest.skip(f"{name} declares no tree-packed step (training prints a notice and runs the plain step)")
     examples = load_examples(small_data / "pref_train.json", "preference", small_data / "image", show_progress=False).examples
     dataset = PreferenceDataset(examples, processor, small_data / "image", 8192, family.inputs, NegativeConfig("crop", seed=2))
     items = [dataset[i] for i in range(2)]
@@ -259,18 +259,24 @@ def test_a_text_only_sft_batch_carries_a_masked_blank_image_that_changes_nothing
         assert model(**with_blank).loss.item() == pytest.approx(model(**plain).loss.item(), abs=1e-6)
 
 
-@pytest.mark.parametrize("name", [name for name in ARCHITECTURES if not BY_NAME[name].tree_packing])
-def test_the_packed_step_where_a_family_cannot_take_it_says_so_and_trains_plain(
-    family_checkpoints, small_data, tmp_path, capsys, name
-):
-    out = tmp_path / "dpo"
-    assert train_main(["--stage", "dpo", "--model_name_or_path", str(family_checkpoints[name]), "--output_dir", str(out),
-                       "--data_path", str(small_data / "pref_train.json"), "--image_folder", str(small_data / "image"),
-                       "--max_steps", "1", "--per_device_train_batch_size", "1",
-                       "--reference_cache_dir", str(tmp_path / "cache"), *COMMON]) == 0
-    notices = [line for line in capsys.readouterr().out.splitlines() if "tree-packed" in line]
-    assert notices == [f"note: the tree-packed step cannot run {name} exactly; scoring with the plain step"]
-    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+def test_gemmas_sliding_window_and_image_blocks_hold_in_the_packed_step(family_checkpoints, small_data):
+    """A window shorter than the sequences (the tiny config's 512 never bites): it changes the
+    log-probs, and the packed step still equals the plain one."""
+    processor, family = loaded(family_checkpoints["gemma3"], "gemma3")
+    examples = load_examples(small_data / "pref_train.json", "preference", small_data / "image", show_progress=False).examples
+    dataset = PreferenceDataset(examples, processor, small_data / "image", 8192, family.inputs, NegativeConfig(), DPO_LAYOUT)
+    items = [dataset[i] for i in range(2)]
+    model = load_model(str(family_checkpoints["gemma3"])).eval()
+    logps = {}
+    for window in (512, 48):
+        model.config.get_text_config().sliding_window = window
+        for step_name in ("plain", "packed"):
+            step = preference_step(step_name, processor, DPO_LAYOUT)
+            with torch.no_grad():
+                logps[window, step_name] = step.logps(model, step.collator(items), False)
+    assert (logps[48, "plain"] - logps[512, "plain"]).abs().max() > 1e-2
+    for window in (512, 48):
+        torch.testing.assert_close(logps[window, "packed"], logps[window, "plain"], rtol=0, atol=1e-4)
 
 
 def test_llavas_vicuna_template_on_another_family_is_a_clear_error(family_checkpoints):

@@ -144,3 +144,12 @@ def test_without_the_cache_the_lora_reference_runs_each_step(tiny_checkpoint, sy
     _, rows = train(tiny_checkpoint, synthetic_dir, tmp_path / "live", "--use_lora", "true", "--lora_r", "8",
                     "--precompute_reference_logps", "false")
     assert rows.steps == [2, 4] and all(r == 4 for r, _ in rows.shapes)
+
+
+def test_flash_attention_takes_no_tree_mask_so_the_plain_step_runs_with_a_notice():
+    from mcmdpo.train.steps import step_for
+
+    assert step_for("packed", None) == ("packed", None) and step_for("packed", "eager") == ("packed", None)
+    step, notice = step_for("packed", "flash_attention_2")
+    assert step == "plain" and "flash_attention_2 does not take" in notice
+    assert step_for("plain", "flash_attention_2") == ("plain", None)

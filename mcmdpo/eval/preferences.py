@@ -27,7 +27,7 @@ from mcmdpo.data.records import DataValidationError
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.layout import MCMDPO_LAYOUT, PreferenceLayout
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
-from mcmdpo.train.steps import PreferenceStep, preference_step, step_for
+from mcmdpo.train.steps import PreferenceStep, preference_step
 
 
 @torch.no_grad()
@@ -76,7 +76,7 @@ def evaluate_preferences(
     model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
     if torch.cuda.is_available():
         model = model.cuda()
-    step = preference_step(step_for(family)[0], processor, MCMDPO_LAYOUT)
+    step = preference_step("packed", processor, MCMDPO_LAYOUT)
     return summarize(sequence_logps_of(model, dataset, step, batch_size, show_progress), MCMDPO_LAYOUT)
 
 

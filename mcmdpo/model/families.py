@@ -7,8 +7,7 @@ A declaration says what cannot be read off the checkpoint or its processor:
 - which processor outputs ride along with the pixels, which text-side flags the model needs, and
   whether it drops an all-zero image as padding (:class:`~mcmdpo.data.image_inputs.ImageInputs`);
 - the conversation template it is trained with by default (LLaVA's Vicuna v1, as the original
-  recipe, or the checkpoint's own chat template), and whether LLaVA's pad protocol applies;
-- whether the tree-packed preference step can run it exactly.
+  recipe, or the checkpoint's own chat template), and whether LLaVA's pad protocol applies.
 
 What the processor already knows is taken from it, not declared again: how many tokens an image
 becomes (the processor's own placeholder expansion, transformers' unified processor API), the end
@@ -41,8 +40,6 @@ class ModelFamily:
     inputs: ImageInputs = ImageInputs()
     conversation_template: str = "checkpoint"  # the default of --conversation_template auto
     pad_protocol: bool = False  # LLaVA's --image_aspect_ratio pad applies
-    # The tree-packed step is exact for it: 1-D positions and causal attention in its language model.
-    tree_packing: bool = True
 
     @cached_property
     def _component_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
@@ -79,20 +76,17 @@ FAMILIES: tuple[ModelFamily, ...] = (
         vision_encoder=("model.visual.patch_embed", "model.visual.blocks"),
         projector=("model.visual.merger",),
         inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"),
-        tree_packing=False,  # 3-D rotary positions, which the model computes from a whole linear row
     ),
     ModelFamily(
         "qwen3_vl", ("qwen3_vl",),
         vision_encoder=("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
         projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
         inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"),
-        tree_packing=False,
     ),
     ModelFamily(
         "gemma3", ("gemma3",),
         vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
         inputs=ImageInputs(("pixel_values",), token_type_key="token_type_ids"),
-        tree_packing=False,  # bidirectional attention over image tokens and sliding-window layers: masks of its own
     ),
     ModelFamily(
         "smolvlm", ("idefics3",),  # SmolVLM-256M/500M/2B ship as Idefics3; SmolVLM2 ("smolvlm") is untested, so not declared

@@ -220,7 +220,7 @@ def run(
             data_collator=collator, processing_class=processor, callbacks=callbacks,
         )
     else:
-        step_name, notice = step_for(family, training_args.preference_step, model_args.attn_implementation)
+        step_name, notice = step_for(training_args.preference_step, model_args.attn_implementation)
         if notice and training_args.process_index == 0:
             print(f"note: {notice}", flush=True)
         model = build_policy(model_args, training_args, family)

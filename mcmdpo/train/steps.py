@@ -13,7 +13,6 @@ from torch import nn
 
 from mcmdpo.data.preference_dataset import PreferenceCollator
 from mcmdpo.layout import PreferenceLayout
-from mcmdpo.model.families import ModelFamily
 from mcmdpo.train.losses import answer_logits_mask, answer_logps
 from mcmdpo.train.tree_packing import TreePackingCollator, packed_sequence_logps
 
@@ -47,13 +46,9 @@ def preference_step(name: str, processor: Any, layout: PreferenceLayout) -> Pref
     raise ValueError(f"unknown preference step {name!r}: packed or plain")
 
 
-def step_for(family: ModelFamily, requested: str = "packed", attn_implementation: str | None = None) -> tuple[str, str | None]:
-    """(the step to run, a notice or None): the packed step where it is exact for the family and
-    the attention takes a tree mask (sdpa, eager; not flash-attention's varlen kernels)."""
-    if requested != "packed":
-        return requested, None
-    if not family.tree_packing:
-        return "plain", f"the tree-packed step cannot run {family.name} exactly; scoring with the plain step"
-    if attn_implementation not in (None, "sdpa", "eager"):
+def step_for(requested: str = "packed", attn_implementation: str | None = None) -> tuple[str, str | None]:
+    """(the step to run, a notice or None): the packed step where the attention takes its tree
+    mask (sdpa, eager; not flash-attention's kernels, which take no 4-D mask)."""
+    if requested == "packed" and attn_implementation not in (None, "sdpa", "eager"):
         return "plain", f"the tree-packed step needs a 4-D attention mask, which {attn_implementation} does not take; scoring with the plain step"
     return requested, None

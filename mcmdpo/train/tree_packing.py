@@ -10,8 +10,10 @@ float rounding): for MCM-DPO 2 rows per record instead of 8 sequences, the image
 language model twice instead of 8 times. It is one ordinary forward, so activation
 checkpointing, ZeRO-3, LoRA and the reference cache work as with the plain step.
 
-Exact for families whose language model takes 1-D positions and plain causal attention (LLaVA,
-LLaVA-NeXT, LLaVA-OneVision, SmolVLM); :class:`~mcmdpo.model.families.ModelFamily` says which."""
+The masks and positions are the ones each model would build for each sequence: Gemma 3's image
+tokens attend to their whole image both ways and its sliding-window layers get their own mask;
+Qwen's 3-D rotary positions are the model's own, moved to each branch's depth past the image.
+Needs an attention that takes a 4-D mask (sdpa or eager)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from mcmdpo.layout import Triple
 from mcmdpo.train.losses import sum_per_sequence, token_logps
 
 # Batch keys of the tree (not model inputs) and of the targets each sequence's log-prob sums.
-TREE_KEYS = ("tree_mask", "target_row", "target_parent", "target_token", "target_sequence", "sequence_length")
+TREE_KEYS = ("tree_mask", "tree_block", "tree_nodes", "target_row", "target_parent", "target_token", "target_sequence", "sequence_length")
+# Gemma 3's flag of image tokens, which attend to their whole image, both ways.
+BIDIRECTIONAL_IMAGE_KEY = "token_type_ids"
 TOKEN_KEYS = tuple(key for key in PAD_VALUES if key not in ("attention_mask", "labels"))  # ids and image-token flags
 
 
@@ -63,6 +67,16 @@ class PrefixTree:
 
     def __len__(self) -> int:
         return len(self.parent)
+
+    def image_blocks(self, flags: list[int]) -> list[int]:
+        """Per node, the first node of the run of flagged (image) tokens it belongs to, or -1."""
+        blocks: list[int] = []
+        for node, parent in enumerate(self.parent):
+            if not flags[node]:
+                blocks.append(-1)
+            else:
+                blocks.append(blocks[parent] if parent >= 0 and flags[parent] else node)
+        return blocks
 
     def ancestry(self, length: int) -> torch.Tensor:
         """[length, length] bool: node i may attend to node j (j is i or an ancestor of i).
@@ -114,7 +128,10 @@ class TreePackingCollator:
         length = max(len(tree) for tree in trees)
         batch = {key: pad_rows([tree.tokens[key] for tree in trees], self.pad_token_id if key == "input_ids" else 0) for key in keys}
         batch["position_ids"] = pad_rows([tree.depth for tree in trees], 0)
+        batch["tree_nodes"] = torch.tensor([len(tree) for tree in trees])
         batch["tree_mask"] = torch.stack([tree.ancestry(length) for tree in trees])
+        if BIDIRECTIONAL_IMAGE_KEY in keys:
+            batch["tree_block"] = pad_rows([tree.image_blocks(tree.tokens[BIDIRECTIONAL_IMAGE_KEY]) for tree in trees], -1)
         row, parent, token, sequence = zip(*targets)
         batch.update(
             target_row=torch.tensor(row), target_parent=torch.tensor(parent), target_token=torch.tensor(token),
@@ -128,16 +145,50 @@ class TreePackingCollator:
         return batch
 
 
-def tree_attention_mask(tree_mask: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """The 4-D mask the attention takes: boolean for sdpa (True = attend), additive for eager."""
-    mask = tree_mask[:, None]
+def tree_attention_mask(batch: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The 4-D mask(s) the attention takes, as the model would build them for each sequence:
+    ancestors only (the causal mask of a tree); for Gemma 3 also every token of the same image
+    both ways; for sliding-window layers only ancestors less than the window deep above. Boolean
+    for sdpa (True = attend), additive for eager; one per layer type where there are several."""
+    allowed = batch["tree_mask"]
+    if "tree_block" in batch:
+        block = batch["tree_block"]
+        allowed = allowed | ((block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0))
     config = _unwrap(model).config
-    implementation = getattr(config.get_text_config(), "_attn_implementation", None) or config._attn_implementation
-    if implementation == "eager":
-        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
-    if implementation != "sdpa":
+    text_config = config.get_text_config()
+    masks = {"full_attention": allowed}
+    if "sliding_attention" in (getattr(text_config, "layer_types", None) or ()):
+        depth = batch["position_ids"]
+        masks["sliding_attention"] = allowed & (depth[:, :, None] - depth[:, None, :] < text_config.sliding_window)
+    implementation = getattr(text_config, "_attn_implementation", None) or config._attn_implementation
+    if implementation not in ("sdpa", "eager"):
         raise ValueError(f"the tree-packed step needs sdpa or eager attention (a 4-D mask), not {implementation}: use --preference_step plain")
-    return mask
+    for name, mask in masks.items():
+        mask = mask[:, None]
+        if implementation == "eager":
+            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
+        masks[name] = mask
+    return masks if len(masks) > 1 else masks["full_attention"]
+
+
+def tree_positions(batch: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
+    """Each node's position as in its own sequences: its depth; for models with multimodal
+    rotary positions (Qwen's 3-D (time, height, width) positions, which the model derives from a
+    linear row), the model's own positions of the row read linearly, moved to the depth of every
+    node past the image. Exact where the image precedes everything the sequences differ in (there
+    depth and index agree, so the image's grid positions are the linear ones)."""
+    depth = batch["position_ids"]
+    base = getattr(_unwrap(model), "model", None)
+    if not hasattr(base, "get_rope_index"):
+        return depth
+    index = torch.arange(depth.shape[1], device=depth.device)[None]
+    real = index < batch["tree_nodes"][:, None]
+    image = (batch["mm_token_type_ids"] != 0) & real
+    if (depth != index)[image].any():
+        raise ValueError("the tree-packed step needs the image before the contexts differ (3-D positions): use --preference_step plain")
+    inputs = {key: batch[key] for key in ("image_grid_thw", "video_grid_thw") if key in batch}
+    linear, _ = base.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=real.long(), **inputs)
+    return linear + (depth - index).masked_fill(~real, 0)[None]
 
 
 def _unwrap(model: Any) -> Any:
@@ -150,12 +201,13 @@ def packed_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], aver
     :class:`TreePackingCollator` batch, in one forward. Only the tree nodes that predict an answer
     token go through the output head."""
     inputs = {key: value for key, value in batch.items() if key not in (*TREE_KEYS, "index", "reference_logps")}
+    inputs["position_ids"] = tree_positions(batch, model)
     row, parent = batch["target_row"], batch["target_parent"]
     predicts_answer = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=row.device)
     predicts_answer[row, parent] = True
     kept = predicts_answer.view(-1).cumsum(0) - 1  # index of each kept position among the kept ones
     logits = model(
-        **inputs, attention_mask=tree_attention_mask(batch["tree_mask"], model), use_cache=False, logits_to_keep=predicts_answer
+        **inputs, attention_mask=tree_attention_mask(batch, model), use_cache=False, logits_to_keep=predicts_answer
     ).logits
     width = predicts_answer.shape[1]
     values = token_logps(logits, batch["target_token"], kept[row * width + parent])
