@@ -1,4 +1,4 @@
-"""Benchmark: one MCM-DPO training step four ways, side by side, with the FLOP ratios they should
+"""Benchmark: one MCM-DPO training step three ways, side by side, with the FLOP ratios they should
 show at the benchmark model's shape and at the real 7B shape.
 
     python benchmarks/bench_mcmdpo_step.py [--json OUT]        # everything: ~11 min on one core
@@ -6,8 +6,9 @@ show at the benchmark model's shape and at the real 7B shape.
 
 Steps (``benchmarks/step_variants.py``): ``upstream`` (16 full sequences per record: 8 policy with
 backward, 8 live reference without), ``plain`` (8 policy sequences, cached reference),
-``shared_prefix`` (the KV-cache step, checkpointing off only, while the package still has it),
-``packed`` (2 prefix-tree rows per record, cached reference: the default). Each with activation
+``packed`` (2 prefix-tree rows per record, cached reference: the default). (The KV-cache
+shared-prefix step it replaced was measured beside them at commit bdc9657, then removed: the packed
+step beat it everywhere; the README keeps those figures.) Each with activation
 checkpointing on and off (non-reentrant, inputs requiring grad, as training sets it), at 576 image
 tokens (LLaVA-1.5 architecture, pad protocol) and 2,340 (LLaVA-1.6, anyres: 1024x768 photos, 2x2
 tiles and the base image), one record per step (``--records``): the median of ``--steps`` (5)
@@ -63,7 +64,7 @@ import torch
 from common import BENCH_SHAPE, IMAGE_TOKENS, PROTOCOL, bench_examples, record_shape, report, write_bench_checkpoint, write_bench_data
 from flops import LLAVA_7B, RecordShape, llava_7b_record, shares, step_flops
 from memory import allocator_peak_mb, cuda_peak_mb, peak_rss_growth_mb
-from step_variants import VARIANTS, build_step, enable_checkpointing, skip_reason, upstream_logps
+from step_variants import VARIANTS, build_step, enable_checkpointing, upstream_logps
 
 from mcmdpo.data.preference_dataset import PreferenceDataset
 from mcmdpo.layout import MCMDPO_LAYOUT
@@ -260,9 +261,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           "| peak RSS growth MB (ratio) | held MB |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         head = f"| {r['image_tokens']} | {'on' if r['checkpointing'] else 'off'} | {r['variant']}"
-        if "skipped" in r:
-            print(f"{head} | skipped: {r['skipped']} |||||")
-            continue
         print(f"{head} | {r['step_s']:.2f} ({r['wall_s']:.2f}) | {r.get('speedup', float('nan')):.2f}x "
               f"| {r['flop_ratio_bench']:.2f} / {r['flop_ratio_7b']:.2f} | {_with_ratio(r, 'peak_allocated_mb')} "
               f"| {_with_ratio(r, 'peak_rss_growth_mb')} | {r['held_mb']:.0f} |")
@@ -320,15 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             for checkpointing in (c == "on" for c in args.checkpointing):
                 for variant in args.variants:
                     row = {"image_tokens": tokens, "checkpointing": checkpointing, "variant": variant}
-                    reason = skip_reason(variant, checkpointing)
-                    if reason is None:
-                        spec = {**row, "setting": setting.paths(), "records": args.records, "steps": args.steps, "dtype": args.dtype,
-                                "threads": args.threads}
-                        row.update(run_child(spec))
-                        print(f"{tokens} image tokens, checkpointing {'on' if checkpointing else 'off'}, {variant}: "
-                              f"{row['step_s']:.2f} s/step", flush=True)
-                    else:
-                        row["skipped"] = reason
+                    spec = {**row, "setting": setting.paths(), "records": args.records, "steps": args.steps, "dtype": args.dtype,
+                            "threads": args.threads}
+                    row.update(run_child(spec))
+                    print(f"{tokens} image tokens, checkpointing {'on' if checkpointing else 'off'}, {variant}: "
+                          f"{row['step_s']:.2f} s/step", flush=True)
                     rows.append(row)
         if args.exactness == "on" and DEFAULT_TOKENS in settings:
             results.update(run_child({"exactness": True, "setting": settings[DEFAULT_TOKENS].paths(), "records": args.records,

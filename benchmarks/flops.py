@@ -121,23 +121,13 @@ def _full_sequences(model: ModelShape, record: RecordShape, passes: int, head_po
 
 def step_flops(model: ModelShape, record: RecordShape, step: str, checkpointing: bool, attention: str = "causal") -> float:
     """FLOPs of one record under ``step``: upstream (8 policy sequences with backward and 8
-    reference ones), plain (8 policy sequences, reference cached), shared_prefix (4 prompts, 8
-    responses from their cache) or packed (2 tree rows)."""
+    reference ones), plain (8 policy sequences, reference cached) or packed (2 tree rows)."""
     trained = 4 if checkpointing else 3
     if step == "upstream":
         return 2 * (_full_sequences(model, record, trained, record.sequence, attention)
                     + _full_sequences(model, record, 1, record.sequence, attention))
     if step == "plain":
         return 2 * _full_sequences(model, record, trained, record.answer, attention)
-    if step == "shared_prefix":
-        if checkpointing:
-            raise ValueError("the shared-prefix step needs the key/value cache: no activation checkpointing")
-        prompt = record.prefix + record.context
-        prompts = 2 * CONTEXTS * (prompt * model.decoder_macs + model.attention_macs(prompt, _causal_keys(prompt, 0, attention)))
-        responses = SEQUENCES * (record.answer * model.decoder_macs
-                                 + model.attention_macs(record.answer, _causal_keys(record.answer, prompt, attention)))
-        head = SEQUENCES * record.answer * model.head_macs
-        return 2 * (trained * (prompts + responses + head) + _vision(model, record, IMAGES, trained))
     if step == "packed":
         n = record.tree_row
         row = n * model.decoder_macs + model.attention_macs(n, n)
@@ -168,8 +158,7 @@ def shares(model: ModelShape, record: RecordShape) -> dict[str, float]:
 def ratios(model: ModelShape, record: RecordShape, checkpointing: bool, attention: str = "causal") -> dict[str, float]:
     """Upstream-style FLOPs over each step's (the speedup a FLOP-bound machine would see)."""
     upstream = step_flops(model, record, "upstream", checkpointing, attention)
-    steps = ["plain", "packed"] + ([] if checkpointing else ["shared_prefix"])
-    return {step: upstream / step_flops(model, record, step, checkpointing, attention) for step in steps}
+    return {step: upstream / step_flops(model, record, step, checkpointing, attention) for step in ("plain", "packed")}
 
 
 def at_image_tokens(record: RecordShape, image_tokens: int, tiles: int) -> RecordShape:

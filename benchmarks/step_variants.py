@@ -4,15 +4,11 @@ records, applies the loss and runs backward (no optimizer step: it is the same f
 - ``upstream``: as the original runs it, 16 full sequences per record: 8 under the policy with
   backward and 8 under a live reference (no grad), every position through the output head;
 - ``plain``: the 8 policy sequences, reference log-probs cached (``--preference_step plain``);
-- ``shared_prefix``: the older KV-cache step (2 images, 4 prompts, 8 responses continued from
-  the prompts' cache; needs the cache, so no activation checkpointing), where the package still
-  has it;
 - ``packed``: one prefix-tree row per record and image, reference cached (the default step).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,30 +21,9 @@ from mcmdpo.layout import MCMDPO_LAYOUT
 from mcmdpo.train.losses import PreferenceLoss, sequence_logps
 from mcmdpo.train.steps import NON_MODEL_KEYS, preference_step
 
-VARIANTS = ("upstream", "plain", "shared_prefix", "packed")
+VARIANTS = ("upstream", "plain", "packed")
 LOSS = PreferenceLoss(MCMDPO_LAYOUT, beta=0.1)
 Logps = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
-
-
-def shared_prefix_missing() -> str | None:
-    """Why the shared-prefix step cannot be imported (it is to be deleted), or None."""
-    try:
-        importlib.import_module("mcmdpo.train.shared_prefix")
-    except ImportError as error:
-        return f"mcmdpo.train.shared_prefix does not import ({error})"
-    return None
-
-
-def skip_reason(variant: str, checkpointing: bool) -> str | None:
-    """Why ``variant`` cannot run here, or None."""
-    if variant != "shared_prefix":
-        return None
-    missing = shared_prefix_missing()
-    if missing:
-        return missing
-    if checkpointing:
-        return "needs the key/value cache: activation checkpointing off only"
-    return None
 
 
 def upstream_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -62,10 +37,6 @@ def collate_and_score(variant: str, processor: Any, items: list[dict[str, Any]])
     """The batch of ``items`` as ``variant`` takes it and the function that scores it."""
     if variant == "upstream":
         return PreferenceCollator(processor.tokenizer.pad_token_id)(items), upstream_logps
-    if variant == "shared_prefix":
-        from mcmdpo.train.shared_prefix import SharedPrefixCollator, shared_prefix_logps
-
-        return SharedPrefixCollator(processor.tokenizer.pad_token_id)(items), shared_prefix_logps
     step = preference_step(variant, processor, MCMDPO_LAYOUT)
     return step.collator(items), lambda model, batch: step.logps(model, batch, False)
 
