@@ -26,6 +26,10 @@
 #   MAX_GRAD_NORM (0: no clipping)  VISION_TOWER_LR, PROJECTOR_LR (unset: the learning rate)
 #   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--use_lora true")
 set -euo pipefail
+if [[ -n "${NUM_TERMS+set}" ]]; then  # the old variable, set (even empty): say what replaced it
+    echo "error: NUM_TERMS is gone: name the terms instead, e.g. TERMS=\"response image\" for the first two (order: response image context context_response image_response context_image all)" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 
 STAGE=mcmdpo

@@ -169,6 +169,8 @@ def test_alignment_with_the_vision_tower_trained_reloads_it(tiny_checkpoint, syn
         (["--stage", "mcmdpo", "--term_weights", "1", "2"], "term weight '1' is not NAME=WEIGHT"),
         (["--stage", "mcmdpo", "--term_weights", "image=heavy"], "'heavy' is not a number"),
         (["--stage", "mcmdpo", "--preference_step", "fast"], "--preference_step must be one of"),
+        (["--stage", "mcmdpo", "--negative_image", "black", "--diffusion_step", "300"], "--negative_image black does not use --diffusion_step"),
+        (["--stage", "mcmdpo", "--negative_image", "random", "--fixed_negatives", "true"], "--negative_image random does not use --fixed_negatives"),
         (["--stage", "mcmdpo", "--global_batch_size", "6", "--per_device_train_batch_size", "4"], "--global_batch_size 6 is not a multiple"),
         (["--stage", "mcmdpo", "--global_batch_size", "8", "--gradient_accumulation_steps", "4"], "contradicts --global_batch_size"),
         (["--stage", "mcmdpo", "--negative_image", "blur"], "negative image type must be one of"),

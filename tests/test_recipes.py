@@ -231,7 +231,7 @@ def test_a_script_passes_the_recipe_and_no_override_unless_set(tmp_path):
 def test_every_override_reaches_its_argument(tmp_path, monkeypatch):
     env = {
         "LEARNING_RATE": "1e-3", "EPOCHS": "3", "PER_DEVICE_BATCH": "1", "GLOBAL_BATCH": "8", "MAX_LENGTH": "512",
-        "BF16": "false", "BETA": "0.2", "NEGATIVE_IMAGE": "black", "DIFFUSION_STEP": "500", "NORMALIZER": "1.5",
+        "BF16": "false", "BETA": "0.2", "NEGATIVE_IMAGE": "diffusion", "DIFFUSION_STEP": "500", "NORMALIZER": "1.5",
         "TERMS": "response image", "TERM_WEIGHTS": "response=1.0 image=2.0", "TRAIN_VISION_TOWER": "false",
         "IMAGE_ASPECT_RATIO": "pad", "MAX_GRAD_NORM": "1.0", "VISION_TOWER_LR": "1e-4", "PROJECTOR_LR": "2e-4",
         "PREFERENCE_STEP": "plain",
@@ -248,7 +248,7 @@ def test_every_override_reaches_its_argument(tmp_path, monkeypatch):
     model, _, training = parse_arguments(args)
     assert training.learning_rate == 2e-3 and training.max_steps == 5 and training.num_train_epochs == 3
     assert training.gradient_accumulation_steps == 8 and training.max_length == 512 and not training.bf16
-    assert (training.beta, training.negative_image, training.diffusion_step, training.normalizer) == (0.2, "black", 500, 1.5)
+    assert (training.beta, training.negative_image, training.diffusion_step, training.normalizer) == (0.2, "diffusion", 500, 1.5)
     assert training.terms == ["response", "image"] and comparable(training.term_weights) == {"response": 1.0, "image": 2.0}
     assert (training.max_grad_norm, training.vision_tower_lr, training.projector_lr, training.preference_step) == (1.0, 1e-4, 2e-4, "plain")
     assert model.train_vision_tower is False and model.image_aspect_ratio == "pad"
@@ -269,3 +269,18 @@ def test_terms_alone_narrow_the_recipe(tmp_path, monkeypatch):
     _, _, training = parse_arguments([*args, "--use_cpu", "true"])
     assert training.layout.term_names == ("response", "image")
     assert training.layout.weights == (1.0, 0.5) and training.layout.normalizer == 2.8
+
+
+def test_the_old_num_terms_variable_is_an_error_not_ignored(tmp_path):
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "mcmdpo.sh")], env={**os.environ, "NUM_TERMS": "2"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "NUM_TERMS is gone" in result.stderr and "TERMS=" in result.stderr
+
+
+def test_an_accumulation_given_by_hand_replaces_the_recipes_global_batch(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    recipe = str(REPO_ROOT / "configs" / "mcmdpo.yaml")
+    _, _, training = parse_arguments(["--config", recipe, "--gradient_accumulation_steps", "4", "--bf16", "false", *required(tmp_path)])
+    assert training.gradient_accumulation_steps == 4 and training.global_batch_size is None
+    _, _, training = parse_arguments(["--config", recipe, "--gradient_accumulation_steps=1", "--bf16", "false", *required(tmp_path)])
+    assert training.gradient_accumulation_steps == 1

@@ -153,3 +153,16 @@ def test_flash_attention_takes_no_tree_mask_so_the_plain_step_runs_with_a_notice
     step, notice = step_for("packed", "flash_attention_2")
     assert step == "plain" and "flash_attention_2 does not take" in notice
     assert step_for("plain", "flash_attention_2") == ("plain", None)
+
+
+def test_a_batch_whose_answers_were_all_cut_scores_zero_as_the_plain_step_does(tiny_checkpoint, processor, synthetic_dir):
+    dataset = PreferenceDataset(pref_examples(synthetic_dir, 2), processor, synthetic_dir / "image", 4096, ImageInputs(), NegativeConfig(), DPO_LAYOUT)
+    items = [dataset[i] for i in range(2)]
+    for item in items:
+        for sequence in item["sequences"]:
+            sequence["labels"] = [-100] * len(sequence["labels"])
+    model = load_model(str(tiny_checkpoint)).eval()
+    with torch.no_grad():
+        scores = {name: step.logps(model, step.collator(items), False)
+                  for name, step in ((n, preference_step(n, processor, DPO_LAYOUT)) for n in ("plain", "packed"))}
+    assert scores["packed"].tolist() == scores["plain"].tolist() == [[0.0, 0.0], [0.0, 0.0]]

@@ -27,7 +27,7 @@ from mcmdpo.data.records import DataValidationError
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.layout import MCMDPO_LAYOUT, PreferenceLayout
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
-from mcmdpo.train.steps import PreferenceStep, preference_step
+from mcmdpo.train.steps import PreferenceStep, preference_step, step_for
 
 
 @torch.no_grad()
@@ -52,7 +52,8 @@ def summarize(logps: torch.Tensor, layout: PreferenceLayout = MCMDPO_LAYOUT) -> 
         margin = logps[:, positive] - logps[:, negative]
         metrics[f"{term.name}_margin"] = margin.mean().item()
         metrics[f"{term.name}_accuracy"] = (margin > 0).float().mean().item()
-    metrics["preference_accuracy"] = metrics["response_accuracy"]
+    if "response_accuracy" in metrics:
+        metrics["preference_accuracy"] = metrics["response_accuracy"]
     metrics["num_records"] = float(len(logps))
     return metrics
 
@@ -76,7 +77,10 @@ def evaluate_preferences(
     model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
     if torch.cuda.is_available():
         model = model.cuda()
-    step = preference_step("packed", processor, MCMDPO_LAYOUT)
+    step_name, notice = step_for("packed", model.config._attn_implementation)
+    if notice and show_progress:
+        print(f"note: {notice}", file=sys.stderr)
+    step = preference_step(step_name, processor, MCMDPO_LAYOUT)
     return summarize(sequence_logps_of(model, dataset, step, batch_size, show_progress), MCMDPO_LAYOUT)
 
 

@@ -193,8 +193,13 @@ class AltTextTrainingArguments(TrainingArguments):
             if unused:
                 raise ValueError(f"no active term (--terms {' '.join(layout.term_names)}) scores that negative, so "
                                  f"{', '.join('--' + n for n in unused)} would do nothing")
-            self.negatives  # validates the negative image settings
-        if self.dataloader_persistent_workers and not self.fixed_negatives and self.stage != "sft" and self.layout.uses_negative_image:
+            negatives = self.negatives  # validates the negative image settings
+            kind = negatives.kind
+            unread = [name for name in ("diffusion_step",) if name in changed and name not in kind.parameters]
+            unread += ["fixed_negatives"] if "fixed_negatives" in changed and not kind.drawn_at_random else []
+            if unread:
+                raise ValueError(f"--negative_image {kind.name} does not use {', '.join('--' + n for n in unread)}")
+        if self.dataloader_persistent_workers and self.stage != "sft" and self.layout.uses_negative_image and self.negatives.redrawn_each_epoch:
             raise ValueError("negatives are drawn anew each epoch, which persistent data-loader workers would not see: "
                              "drop --dataloader_persistent_workers or add --fixed_negatives true")
         if self.global_batch_size is not None:

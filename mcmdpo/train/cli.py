@@ -171,7 +171,7 @@ def attach_reference_logps(
         data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.layout,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
         [dataset.examples[p].idx for p in dataset.keep], dataset.processor.image_processor.image_aspect_ratio,
-        dataset.processor.chat_template,
+        dataset.processor.chat_template, trainer.step.name,
     )
     epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
     cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.triples)))

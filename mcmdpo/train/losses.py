@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.layout import PreferenceLayout
@@ -43,14 +44,21 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor, positions: torch.Te
     """log softmax(logits[position])[target] for each target, in fp32; ``positions`` (default:
     one target per row) index the rows of the [positions, vocabulary] logits.
 
-    gather - logsumexp, taken over chunks of rows: no log-softmax over the vocabulary is
-    materialised and only one chunk's fp32 copy of bf16 logits exists at a time."""
+    gather - logsumexp over chunks of rows: no log-softmax over the vocabulary is materialised,
+    and each chunk's fp32 copy of bf16 logits exists only while its logsumexp runs (under
+    autograd each chunk is recomputed in the backward instead of kept)."""
     positions = torch.arange(len(targets), device=targets.device) if positions is None else positions
     picked = logits[positions, targets].float()
     if not len(logits):
         return picked
-    normalisers = torch.cat([chunk.float().logsumexp(-1) for chunk in logits.split(LOGSUMEXP_CHUNK)])
+    normalisers = torch.cat([_logsumexp_fp32(chunk) for chunk in logits.split(LOGSUMEXP_CHUNK)])
     return picked - normalisers[positions]
+
+
+def _logsumexp_fp32(chunk: torch.Tensor) -> torch.Tensor:
+    if chunk.dtype == torch.float32 or not chunk.requires_grad:
+        return chunk.float().logsumexp(-1)
+    return checkpoint(lambda rows: rows.float().logsumexp(-1), chunk, use_reentrant=False)
 
 
 def sum_per_sequence(

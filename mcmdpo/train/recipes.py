@@ -36,6 +36,7 @@ import mcmdpo
 CONFIG_FLAG = "--config"
 NO_RECIPE = "none"
 RECIPE_SUFFIXES = (".yaml", ".yml")
+ACCUMULATION_FLAG = "--gradient_accumulation_steps"
 # deepspeed's launcher puts --local_rank=N before the script's own arguments.
 _LAUNCHER_ARGUMENT = re.compile(r"--local_rank=\d+$")
 
@@ -45,7 +46,8 @@ class RecipeError(ValueError):
 
 
 def configs_dir() -> Path:
-    """The packaged recipes: ``configs/`` at the root of the source tree holding ``mcmdpo``."""
+    """The shipped recipes: ``configs/`` at the root of the source tree holding ``mcmdpo`` (an
+    editable install, as scripts/install.sh makes; a wheel does not carry them)."""
     return Path(mcmdpo.__file__).resolve().parents[1] / "configs"
 
 
@@ -63,7 +65,11 @@ def with_recipe(argv: Sequence[str], dataclass_types: Iterable[type]) -> list[st
     path, rest = find_recipe(argv)
     if path is None:
         return rest
-    return recipe_flags(read_recipe(path), path, argument_names(dataclass_types)) + rest
+    recipe = read_recipe(path)
+    if any(a == ACCUMULATION_FLAG or a.startswith(ACCUMULATION_FLAG + "=") for a in rest):
+        # An accumulation given by hand replaces the recipe's global batch, which would set it otherwise.
+        recipe.pop("global_batch_size", None)
+    return recipe_flags(recipe, path, argument_names(dataclass_types)) + rest
 
 
 def find_recipe(argv: Sequence[str]) -> tuple[Path | None, list[str]]:

@@ -52,6 +52,7 @@ def cache_key(
     record_ids: list[Any],
     image_aspect_ratio: str,
     chat_template: str,
+    step: str,
 ) -> tuple[str, dict[str, Any]]:
     """The key (a hex digest) and the description it digests, kept beside the cached tensor."""
     description = {
@@ -70,6 +71,8 @@ def cache_key(
         # above covers the weights that score them).
         "image_aspect_ratio": image_aspect_ratio,
         "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest(),
+        # The packed and plain steps agree to float rounding, which in bf16 is not nothing.
+        "step": step,
         # The records kept after length checks, in order: rows of the tensor.
         "records_sha256": hashlib.sha256(json.dumps(record_ids, default=str).encode()).hexdigest(),
     }

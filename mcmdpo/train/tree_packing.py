@@ -119,7 +119,8 @@ class TreePackingCollator:
                 for column, sequence, path in zip(columns, members, tree.paths):
                     answer = [k for k, label in enumerate(sequence["labels"]) if label != IGNORE_INDEX and k > 0]
                     targets += [(row, path[k - 1], sequence["input_ids"][k], record * len(self.triples) + column) for k in answer]
-                # The image once per run of its tokens in the row (once where it precedes the contexts).
+                # The image once per run of its tokens in the row: once, as every template we ship puts the image
+                # before the context; a template with text first would repeat it per branch.
                 image = {key: value for key, value in members[0].items() if key not in PAD_VALUES}
                 placeholders = members[0]["input_ids"].count(self.image_token_id) if image else 0
                 images += [image] * (tree.tokens["input_ids"].count(self.image_token_id) // placeholders if placeholders else 0)
@@ -132,10 +133,11 @@ class TreePackingCollator:
         batch["tree_mask"] = torch.stack([tree.ancestry(length) for tree in trees])
         if BIDIRECTIONAL_IMAGE_KEY in keys:
             batch["tree_block"] = pad_rows([tree.image_blocks(tree.tokens[BIDIRECTIONAL_IMAGE_KEY]) for tree in trees], -1)
-        row, parent, token, sequence = zip(*targets)
+        # [4, targets]: row, parent node, token and sequence of each answer token (none if every answer was cut).
+        columns = torch.tensor(targets, dtype=torch.long).T if targets else torch.zeros(4, 0, dtype=torch.long)
         batch.update(
-            target_row=torch.tensor(row), target_parent=torch.tensor(parent), target_token=torch.tensor(token),
-            target_sequence=torch.tensor(sequence), sequence_length=torch.tensor(lengths),
+            target_row=columns[0], target_parent=columns[1], target_token=columns[2], target_sequence=columns[3],
+            sequence_length=torch.tensor(lengths),
         )
         for key in dict.fromkeys(k for image in images for k in image):
             batch[key] = concat_padded([torch.as_tensor(image[key]) for image in images])
