@@ -164,3 +164,19 @@ def test_sequence_logps_by_hand():
     second = log_probs[1, 0, 4] + log_probs[1, 1, 2]
     torch.testing.assert_close(sequence_logps(logits, labels), torch.stack([first, second]))
     torch.testing.assert_close(sequence_logps(logits, labels, average=True), torch.stack([first / 3, second / 2]))
+
+
+def test_token_logps_gradients_through_the_recomputed_chunks(monkeypatch):
+    """bf16 logits under autograd: each chunk's fp32 logsumexp is recomputed in the backward, with
+    the gradient of an fp32 log-softmax."""
+    import mcmdpo.train.losses as losses
+
+    monkeypatch.setattr(losses, "LOGSUMEXP_CHUNK", 4)
+    torch.manual_seed(0)
+    base = torch.randn(10, 50).bfloat16()
+    targets = torch.randint(0, 50, (10,))
+    chunked = base.clone().requires_grad_()
+    token_logps(chunked, targets).sum().backward()
+    direct = base.clone().requires_grad_()
+    direct.float().log_softmax(-1)[torch.arange(10), targets].sum().backward()
+    torch.testing.assert_close(chunked.grad.float(), direct.grad.float(), rtol=0, atol=1e-2)
