@@ -23,6 +23,13 @@ def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Ten
     )
 
 
+def image_tensors(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The image tensors of the features that have an image (text-only rows have none), each
+    key's concatenated in order."""
+    keys = dict.fromkeys(key for f in features for key in f if key not in PAD_VALUES)
+    return {key: concat_padded([torch.as_tensor(f[key]) for f in features if key in f]) for key in keys}
+
+
 @dataclass
 class PaddingCollator:
     """Pads input_ids / attention_mask / labels to the longest sequence of the batch."""
@@ -36,11 +43,7 @@ class PaddingCollator:
             if key in features[0]:
                 pad = self.pad_token_id if pad is None else pad
                 batch[key] = pad_rows([f[key] for f in features], pad, left=self.padding_side == "left")
-        # Image tensors of the rows that have an image (text-only rows have none).
-        image_keys = dict.fromkeys(key for f in features for key in f if key not in PAD_VALUES)
-        for key in image_keys:
-            batch[key] = concat_padded([torch.as_tensor(f[key]) for f in features if key in f])
-        return batch
+        return {**batch, **image_tensors(features)}
 
 
 @dataclass

@@ -192,8 +192,13 @@ class PreferenceCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         flat = [sequence for item in items for sequence in item["sequences"]]
-        batch = PaddingCollator(self.pad_token_id, self.padding_side)(flat)
-        batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        if "reference_logps" in items[0]:
-            batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
-        return batch
+        return {**PaddingCollator(self.pad_token_id, self.padding_side)(flat), **record_fields(items)}
+
+
+def record_fields(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """What rides along per record in every preference batch: ``index`` [B] and, when
+    precomputed, ``reference_logps`` [B, S]."""
+    fields = {"index": torch.tensor([item["index"] for item in items], dtype=torch.long)}
+    if "reference_logps" in items[0]:
+        fields["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
+    return fields

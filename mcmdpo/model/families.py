@@ -112,8 +112,12 @@ def family_for(config_or_model_type: Any) -> ModelFamily:
     raise UnsupportedModelError(f"no model family declares model_type {model_type!r}; supported: {supported}")
 
 
+def unwrap_model(model: Any) -> Any:
+    """The transformers model inside DeepSpeed's engine and PEFT's wrapper, where present."""
+    inner = getattr(model, "module", model)  # DeepSpeed engine
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT
+
+
 def family_of_model(model: Any) -> ModelFamily:
     """The family of a model, through DeepSpeed's and PEFT's wrappers."""
-    inner = getattr(model, "module", model)
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    return family_for(inner.config)
+    return family_for(unwrap_model(model).config)

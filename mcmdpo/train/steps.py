@@ -1,7 +1,7 @@
 """The two ways a preference batch is scored, each a collator and a log-prob function that go
 together: ``packed`` (the default, :mod:`mcmdpo.train.tree_packing`) and ``plain`` (every
-sequence in full, as the original runs them; kept for comparison and for the families the
-packed step cannot run exactly)."""
+sequence in full, as the original runs them; kept for comparison and for attention kernels that
+take no 4-D mask)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from mcmdpo.data.preference_dataset import PreferenceCollator
 from mcmdpo.layout import PreferenceLayout
 from mcmdpo.train.losses import answer_logits_mask, answer_logps
-from mcmdpo.train.tree_packing import TreePackingCollator, packed_sequence_logps
+from mcmdpo.train.tree_packing import TREE_MASK_ATTENTION, TreePackingCollator, packed_sequence_logps
 
 NON_MODEL_KEYS = ("index", "reference_logps", "labels")
 
@@ -49,6 +49,6 @@ def preference_step(name: str, processor: Any, layout: PreferenceLayout) -> Pref
 def step_for(requested: str = "packed", attn_implementation: str | None = None) -> tuple[str, str | None]:
     """(the step to run, a notice or None): the packed step where the attention takes its tree
     mask (sdpa, eager; not flash-attention's kernels, which take no 4-D mask)."""
-    if requested == "packed" and attn_implementation not in (None, "sdpa", "eager"):
+    if requested == "packed" and attn_implementation is not None and attn_implementation not in TREE_MASK_ATTENTION:
         return "plain", f"the tree-packed step needs a 4-D attention mask, which {attn_implementation} does not take; scoring with the plain step"
     return requested, None

@@ -23,14 +23,17 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mcmdpo.data.collate import PAD_VALUES, pad_rows
+from mcmdpo.data.collate import PAD_VALUES, image_tensors, pad_rows
 from mcmdpo.data.conversation import IGNORE_INDEX
-from mcmdpo.data.image_inputs import concat_padded
+from mcmdpo.data.preference_dataset import record_fields
 from mcmdpo.layout import Triple
+from mcmdpo.model.families import unwrap_model
 from mcmdpo.train.losses import sum_per_sequence, token_logps
 
 # Batch keys of the tree (not model inputs) and of the targets each sequence's log-prob sums.
 TREE_KEYS = ("tree_mask", "tree_block", "tree_nodes", "target_row", "target_parent", "target_token", "target_sequence", "sequence_length")
+# The attention kernels that take a 4-D mask, so a tree (flash-attention's take none).
+TREE_MASK_ATTENTION = ("sdpa", "eager")
 # Gemma 3's flag of image tokens, which attend to their whole image, both ways.
 BIDIRECTIONAL_IMAGE_KEY = "token_type_ids"
 TOKEN_KEYS = tuple(key for key in PAD_VALUES if key not in ("attention_mask", "labels"))  # ids and image-token flags
@@ -139,12 +142,7 @@ class TreePackingCollator:
             target_row=columns[0], target_parent=columns[1], target_token=columns[2], target_sequence=columns[3],
             sequence_length=torch.tensor(lengths),
         )
-        for key in dict.fromkeys(k for image in images for k in image):
-            batch[key] = concat_padded([torch.as_tensor(image[key]) for image in images])
-        batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        if "reference_logps" in items[0]:
-            batch["reference_logps"] = torch.stack([item["reference_logps"] for item in items])
-        return batch
+        return {**batch, **image_tensors(images), **record_fields(items)}
 
 
 def tree_attention_mask(batch: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -156,14 +154,14 @@ def tree_attention_mask(batch: dict[str, torch.Tensor], model: nn.Module) -> tor
     if "tree_block" in batch:
         block = batch["tree_block"]
         allowed = allowed | ((block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0))
-    config = _unwrap(model).config
+    config = unwrap_model(model).config
     text_config = config.get_text_config()
     masks = {"full_attention": allowed}
     if "sliding_attention" in (getattr(text_config, "layer_types", None) or ()):
         depth = batch["position_ids"]
         masks["sliding_attention"] = allowed & (depth[:, :, None] - depth[:, None, :] < text_config.sliding_window)
     implementation = getattr(text_config, "_attn_implementation", None) or config._attn_implementation
-    if implementation not in ("sdpa", "eager"):
+    if implementation not in TREE_MASK_ATTENTION:
         raise ValueError(f"the tree-packed step needs sdpa or eager attention (a 4-D mask), not {implementation}: use --preference_step plain")
     for name, mask in masks.items():
         mask = mask[:, None]
@@ -180,7 +178,7 @@ def tree_positions(batch: dict[str, torch.Tensor], model: nn.Module) -> torch.Te
     node past the image. Exact where the image precedes everything the sequences differ in (there
     depth and index agree, so the image's grid positions are the linear ones)."""
     depth = batch["position_ids"]
-    base = getattr(_unwrap(model), "model", None)
+    base = getattr(unwrap_model(model), "model", None)
     if not hasattr(base, "get_rope_index"):
         return depth
     index = torch.arange(depth.shape[1], device=depth.device)[None]
@@ -191,11 +189,6 @@ def tree_positions(batch: dict[str, torch.Tensor], model: nn.Module) -> torch.Te
     inputs = {key: batch[key] for key in ("image_grid_thw", "video_grid_thw") if key in batch}
     linear, _ = base.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=real.long(), **inputs)
     return linear + (depth - index).masked_fill(~real, 0)[None]
-
-
-def _unwrap(model: Any) -> Any:
-    model = getattr(model, "module", model)  # DeepSpeed engine
-    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
 
 
 def packed_sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], average: bool = False) -> torch.Tensor:
