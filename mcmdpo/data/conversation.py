@@ -184,11 +184,15 @@ def tokenize_conversation(
     return encoded
 
 
-def encode_prompt(processor: Any, question: str, image: EncodedImage, token_type_key: str | None = None) -> dict[str, list[int]]:
+def encode_prompt(
+    processor: Any, question: str, image: EncodedImage | None, token_type_key: str | None = None
+) -> dict[str, list[int]]:
     """input_ids and attention_mask of a generation prompt, tokenised exactly as training
-    tokenises its prompts."""
-    text = render_prompt(processor, question)
-    text, _, image_span = expand_image(processor, text, [], image.replacement)
+    tokenises its prompts (``image`` None: a text-only prompt)."""
+    text = render_prompt(processor, question, with_image=image is not None)
+    image_span = None
+    if image is not None:
+        text, _, image_span = expand_image(processor, text, [], image.replacement)
     ids, _ = tokenize_text(processor, text, image_span)
     encoded = {"input_ids": ids, "attention_mask": [1] * len(ids)}
     if token_type_key:

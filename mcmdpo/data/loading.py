@@ -43,6 +43,37 @@ def _check_image(image: ImageRef, image_folder: str | Path | None) -> tuple[tupl
         return None, f"image cannot be fully decoded (truncated or damaged: {error}): {shown}"
 
 
+def verify_images(
+    examples: list[Any],
+    path: str | Path,
+    image_folder: str | Path | None,
+    problems: list[Problem],
+    show_progress: bool = True,
+    num_workers: int | None = None,
+) -> tuple[list[Any], list[tuple[int, int] | None]]:
+    """Decode every example's image (threads: PIL releases the GIL while decoding). Returns the
+    examples whose image is sound (or who have none) and their (height, width); a problem naming
+    the record and the field is added for each other one."""
+    if not examples:
+        return [], []
+    workers = num_workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(
+            lambda example: _check_image(example.image, image_folder) if example.image is not None else (None, None), examples
+        )
+        results = list(tqdm(results, total=len(examples), desc=f"checking images of {Path(path).name}", disable=not show_progress))
+    valid: list[Any] = []
+    sizes: list[tuple[int, int] | None] = []
+    for example, (size, message) in zip(examples, results):
+        if message is None:
+            valid.append(example)
+            sizes.append(size)
+            continue
+        field = example.image.source_field or ("image.bytes" if example.image.data is not None else "image_path")
+        problems.append(Problem(str(path), message, example.location, example.idx, field))
+    return valid, sizes
+
+
 def find_problems(
     path: str | Path,
     kind: str | None = None,
@@ -64,22 +95,8 @@ def find_problems(
     parser = PARSERS[kind]
     examples = [example for location, record in raw_records if (example := parser(location, record, problems))]
     sizes: list[tuple[int, int] | None] = [None] * len(examples)
-    if check_images and examples:
-        workers = num_workers or min(8, (os.cpu_count() or 1) * 2)
-        with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(
-                lambda example: _check_image(example.image, image_folder) if example.image is not None else (None, None), examples
-            )
-            results = list(tqdm(results, total=len(examples), desc=f"checking images of {path.name}", disable=not show_progress))
-        valid = []
-        for example, (size, message) in zip(examples, results):
-            if message is None:
-                valid.append((example, size))
-                continue
-            field = "image.bytes" if example.image.data is not None else "image_path"
-            problems.append(Problem(str(path), message, example.location, example.idx, field))
-        examples = [example for example, _ in valid]
-        sizes = [size for _, size in valid]
+    if check_images:
+        examples, sizes = verify_images(examples, path, image_folder, problems, show_progress, num_workers)
     return LoadedData(str(path), kind, examples, sizes), problems
 
 

@@ -18,10 +18,10 @@ from mcmdpo.data.records import (
 
 IMAGE_PLACEHOLDER = "<image>"
 KINDS = ("preference", "sft", "test")
-_MISSING = object()
+MISSING = object()
 
 
-class _RecordChecker:
+class RecordChecker:
     """Collects the problems of one record, each tagged with file, position, idx and field."""
 
     def __init__(self, location: RecordLocation, record: Any, problems: list[Problem]):
@@ -36,7 +36,7 @@ class _RecordChecker:
         self.problems.append(Problem(self.location.file, message, self.location, self.idx, field))
 
     def text(self, field: str, value: Any, allow_placeholder: bool = False) -> str | None:
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             self.report(field, "missing")
             return None
         if not isinstance(value, str):
@@ -51,16 +51,16 @@ class _RecordChecker:
         return value
 
 
-def _check_record(location: RecordLocation, record: Any, problems: list[Problem]) -> _RecordChecker | None:
+def check_record(location: RecordLocation, record: Any, problems: list[Problem]) -> RecordChecker | None:
     """A checker for ``record``, or None (with the problem reported) when it is not an object."""
-    check = _RecordChecker(location, record if isinstance(record, dict) else {}, problems)
+    check = RecordChecker(location, record if isinstance(record, dict) else {}, problems)
     if not isinstance(record, dict):
         check.report(None, f"a record must be a JSON object, found {type(record).__name__}")
         return None
     return check
 
 
-def _parse_image(check: _RecordChecker) -> ImageRef | None:
+def parse_image(check: RecordChecker) -> ImageRef | None:
     record = check.record
     image = record.get("image")
     path = record.get("image_path")
@@ -96,7 +96,7 @@ def _parse_image(check: _RecordChecker) -> ImageRef | None:
     return ImageRef(path=path)
 
 
-def _qa_fields(check: _RecordChecker, names: tuple[str, ...]) -> dict[str, Any] | None:
+def _qa_fields(check: RecordChecker, names: tuple[str, ...]) -> dict[str, Any] | None:
     """Read ``names`` from the JSON-encoded ``text`` field when present, else from the top level.
     Some upstream files (Pinterest) carry both; they must agree. None when ``text`` is broken
     (already reported: its fields are then unknown, not missing)."""
@@ -119,21 +119,21 @@ def _qa_fields(check: _RecordChecker, names: tuple[str, ...]) -> dict[str, Any] 
             return None
     values: dict[str, Any] = {}
     for name in names:
-        top = record.get(name, _MISSING)
+        top = record.get(name, MISSING)
         if inner is not None and name in inner:
-            if top is not _MISSING and top != inner[name]:
+            if top is not MISSING and top != inner[name]:
                 check.report(name, "differs between the top level and the 'text' field")
             values[name] = (f"text.{name}", inner[name])
         else:
-            values[name] = (f"text.{name}" if inner is not None and top is _MISSING else name, top)
+            values[name] = (f"text.{name}" if inner is not None and top is MISSING else name, top)
     return values
 
 
 def parse_preference(location: RecordLocation, record: Any, problems: list[Problem]) -> PreferenceExample | None:
-    check = _check_record(location, record, problems)
+    check = check_record(location, record, problems)
     if check is None:
         return None
-    image = _parse_image(check)
+    image = parse_image(check)
     found = _qa_fields(check, ("question", "chosen", "rejected"))
     fields = {name: check.text(*where) for name, where in (found or {}).items()}
     if not check.ok:
@@ -141,7 +141,7 @@ def parse_preference(location: RecordLocation, record: Any, problems: list[Probl
     return PreferenceExample(check.idx, image, fields["question"], fields["chosen"], fields["rejected"], location)
 
 
-def _parse_conversation(check: _RecordChecker) -> tuple[tuple[str, str], ...] | None:
+def _parse_conversation(check: RecordChecker) -> tuple[tuple[str, str], ...] | None:
     conversation = check.record["conversations"]
     if not isinstance(conversation, list) or not conversation:
         check.report("conversations", "must be a non-empty list of turns")
@@ -158,7 +158,7 @@ def _parse_conversation(check: _RecordChecker) -> tuple[tuple[str, str], ...] | 
             continue
         if turn.get("from") != expected:
             check.report(f"{field}.from", f"expected {expected!r}, found {turn.get('from')!r}")
-        value = turn.get("value", _MISSING)
+        value = turn.get("value", MISSING)
         # LLaVA puts "<image>\n" in the first human turn; we place the image through the template.
         if position == 0 and isinstance(value, str):
             value = value.replace(IMAGE_PLACEHOLDER + "\n", "", 1).replace("\n" + IMAGE_PLACEHOLDER, "", 1)
@@ -172,11 +172,11 @@ def _parse_conversation(check: _RecordChecker) -> tuple[tuple[str, str], ...] | 
 def parse_sft(location: RecordLocation, record: Any, problems: list[Problem]) -> SFTExample | None:
     """SFT takes LLaVA conversation records (with or without an image: text-only ones are
     accepted, as upstream accepts them), and preference/test records with ``chosen`` as target."""
-    check = _check_record(location, record, problems)
+    check = check_record(location, record, problems)
     if check is None:
         return None
     text_only = "conversations" in record and not any(key in record for key in ("image", "image_path"))
-    image = None if text_only else _parse_image(check)
+    image = None if text_only else parse_image(check)
     if "conversations" in record:
         turns = _parse_conversation(check)
     else:
@@ -189,11 +189,11 @@ def parse_sft(location: RecordLocation, record: Any, problems: list[Problem]) ->
 
 
 def parse_test(location: RecordLocation, record: Any, problems: list[Problem]) -> TestExample | None:
-    check = _check_record(location, record, problems)
+    check = check_record(location, record, problems)
     if check is None:
         return None
-    image = _parse_image(check)
-    question = check.text("question", record.get("question", _MISSING))
+    image = parse_image(check)
+    question = check.text("question", record.get("question", MISSING))
     chosen = record.get("chosen")
     references: tuple[str, ...] = ()
     if isinstance(chosen, str):

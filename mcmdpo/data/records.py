@@ -59,6 +59,7 @@ class ImageRef:
 
     path: str | None = None
     data: bytes | None = field(default=None, repr=False)
+    source_field: str | None = None  # the record field it came from, where not image_path / image.bytes
 
     def describe(self) -> str:
         return self.path if self.path is not None else f"<{len(self.data or b'')} bytes>"
@@ -111,12 +112,14 @@ class SFTExample:
 
 @dataclass(frozen=True)
 class TestExample:
-    """A test record. ``record`` is the raw input, carried to the output untouched."""
+    """A test record. ``record`` is the raw input, carried to the output untouched (a benchmark
+    reader leaves out an embedded image and may add the split). ``image`` is None for a
+    question without an image (HallusionBench has some)."""
 
     __test__ = False  # not a pytest test class, despite the name
 
     idx: Any
-    image: ImageRef
+    image: ImageRef | None
     question: str
     references: tuple[str, ...]
     record: dict

@@ -45,13 +45,13 @@ class GenerationSettings:
 def generate_batch(
     model: Any, processor: Any, inputs: ImageInputs, questions: Sequence[str], images: Sequence[Any], settings: GenerationSettings
 ) -> list[str]:
-    """Responses for one batch. Prompts are tokenised exactly as training tokenises them
+    """Responses for one batch (an image may be None: a text-only question). Prompts are tokenised exactly as training tokenises them
     (:func:`~mcmdpo.data.conversation.encode_prompt`) and padded on the left, so every row ends
     where its answer starts and the new tokens line up."""
     rows = []
     for question, image in zip(questions, images):
-        encoded = encode_image(processor, image, inputs)
-        rows.append({**encode_prompt(processor, question, encoded, inputs.token_type_key), **encoded.tensors})
+        encoded = encode_image(processor, image, inputs) if image is not None else None
+        rows.append({**encode_prompt(processor, question, encoded, inputs.token_type_key), **(encoded.tensors if encoded else {})})
     batch = PaddingCollator(processor.tokenizer.pad_token_id, padding_side="left")(rows)
     device = next(model.parameters()).device
     batch = {key: value.to(device, model.dtype if value.is_floating_point() else None) for key, value in batch.items()}
@@ -72,5 +72,5 @@ def generate_responses(
     """Yield (examples, responses) batch by batch, in input order."""
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start : start + batch_size])
-        images = [example.image.open(image_folder) for example in batch]
+        images = [example.image.open(image_folder) if example.image is not None else None for example in batch]
         yield batch, generate_batch(model, processor, inputs, [e.question for e in batch], images, settings)

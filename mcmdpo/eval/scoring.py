@@ -26,6 +26,8 @@ from mcmdpo.data.reading import read_raw_records
 from mcmdpo.data.records import DataValidationError, Problem
 
 SCORE_SUFFIX = ".scores.jsonl"
+# Files get_score writes beside the outputs (per-record scores, an LLM judge's replies), never outputs themselves.
+DERIVED_SUFFIXES = (SCORE_SUFFIX, ".judge.jsonl")
 COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougel", "cider")
 
 
@@ -163,12 +165,12 @@ def write_record_scores_file(predictions: Predictions, per_record: dict[int, dic
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
-    """Files as given; folders give their *.jsonl files (not our own *.scores.jsonl)."""
+    """Files as given; folders give their *.jsonl files (not the files get_score writes)."""
     files: list[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            files += sorted(p for p in path.glob("*.jsonl") if not p.name.endswith(SCORE_SUFFIX))
+            files += sorted(p for p in path.glob("*.jsonl") if not p.name.endswith(DERIVED_SUFFIXES))
         else:
             files.append(path)
     return files
@@ -202,9 +204,10 @@ def plot_scores(summaries: list[dict[str, Any]], path: str | Path, title: str = 
         xs = [i + row * width for i in range(len(metrics))]
         axis.bar(xs, [summary["scores"].get(m, 0.0) for m in metrics], width, label=Path(summary["file"]).stem)
     axis.set_xticks([i + width * (len(summaries) - 1) / 2 for i in range(len(metrics))])
-    axis.set_xticklabels(metrics)
-    axis.set_ylabel("score (x 100)")
-    axis.set_title(title or f"{summaries[0]['protocol']} protocol")
+    units = {name: unit for summary in summaries for name, unit in summary.get("units", {}).items()}
+    axis.set_xticklabels([f"{m}\n({units[m]})" if m in units else m for m in metrics])
+    axis.set_ylabel("score (x 100)" if "protocol" in summaries[0] else "percent, unless the metric says otherwise")
+    axis.set_title(title or (f"{summaries[0]['protocol']} protocol" if "protocol" in summaries[0] else summaries[0]["benchmark"]))
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
@@ -213,39 +216,93 @@ def plot_scores(summaries: list[dict[str, Any]], path: str | Path, title: str = 
     return Path(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from mcmdpo.eval.benchmarks import BENCHMARKS
+
     parser = argparse.ArgumentParser(prog="get_score.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--file", nargs="+", required=True, help="inference outputs (JSON Lines) or folders of them")
-    parser.add_argument("--protocol", choices=("coco", "paper"), default="coco",
-                        help="coco: pycocoevalcap, corpus level (default); paper: the original script's metrics")
-    parser.add_argument("--summary_json", default=None, help="write the corpus scores of every file here")
+    parser.add_argument("--protocol", choices=("coco", "paper"), default=None,
+                        help="alt-text: coco = pycocoevalcap, corpus level (default); paper = the original script's metrics")
+    parser.add_argument("--benchmark", default=None, help="score a hallucination benchmark's outputs: " + ", ".join(BENCHMARKS))
+    parser.add_argument("--benchmark_dir", default=None, help="the benchmark's released files (AMBER's annotations)")
+    parser.add_argument("--coco_annotations", default=None,
+                        help="Object HalBench: folder with COCO 2014 instances_*.json and captions_*.json")
+    parser.add_argument("--judge_url", default=None,
+                        help="MMHal-Bench: an OpenAI-compatible endpoint (e.g. https://api.openai.com/v1) to call as judge")
+    parser.add_argument("--judge_model", default="gpt-4-0314", help="MMHal-Bench judge model (the official script's)")
+    parser.add_argument("--judge_api_key_env", default="OPENAI_API_KEY", help="environment variable holding the judge's API key")
+    parser.add_argument("--judge_timeout", type=float, default=60.0, help="seconds per judge request")
+    parser.add_argument("--judge_retries", type=int, default=5, help="attempts per judge request")
+    parser.add_argument("--summary_json", default=None, help="write the scores of every file here")
     parser.add_argument("--plot", default=None, help="draw a bar chart comparing the files (PNG)")
-    parser.add_argument("--no_record_scores", action="store_true", help="do not write NAME.scores.jsonl")
-    args = parser.parse_args(argv)
-    files = expand_inputs(args.file)
-    if not files:
-        print("error: no .jsonl file found in " + ", ".join(args.file), file=sys.stderr)
-        return 2
-    summaries = []
-    try:
-        for path in files:
-            summaries.append(score_file(path, args.protocol, not args.no_record_scores))
-    except DataValidationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{args.protocol} protocol" + (" (the original MCM-DPO script's metrics)" if args.protocol == "paper" else
-                                          " (pycocoevalcap, PTB tokenizer, corpus level)") + ", scores x 100")
+    parser.add_argument("--no_record_scores", action="store_true", help="do not write the per-record scores file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def score_benchmark(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
+    from mcmdpo.eval.benchmarks import BENCHMARKS, find_benchmark
+    from mcmdpo.eval.benchmarks.base import ScoreOptions
+    from mcmdpo.eval.benchmarks.scoring import format_groups, score_benchmark_file
+
+    benchmark = find_benchmark(args.benchmark)
+    if benchmark is None:
+        raise ValueError(f"--benchmark {args.benchmark}: unknown; expected one of {', '.join(BENCHMARKS)}")
+    if args.protocol:
+        raise ValueError("--protocol is for alt-text outputs; a benchmark is scored by its own metrics")
+    options = ScoreOptions(
+        benchmark_dir=Path(args.benchmark_dir) if args.benchmark_dir else None,
+        coco_annotations=Path(args.coco_annotations) if args.coco_annotations else None,
+        judge_url=args.judge_url, judge_model=args.judge_model, judge_api_key_env=args.judge_api_key_env,
+        judge_timeout=args.judge_timeout, judge_retries=args.judge_retries, show_progress=not args.quiet,
+    )
+    summaries = [score_benchmark_file(path, benchmark, options, not args.no_record_scores) for path in files]
+    units = {name: unit for summary in summaries for name, unit in summary["units"].items()}
+    print(f"{benchmark.summary}; scores in percent" + "".join(f", {name} in {unit}" for name, unit in units.items()))
+    if any(summary["scores"] for summary in summaries):
+        print(format_table(summaries))
+    groups = format_groups(summaries)
+    if groups:
+        print(groups)
+    return summaries
+
+
+def score_alt_text(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
+    protocol = args.protocol or "coco"
+    summaries = [score_file(path, protocol, not args.no_record_scores) for path in files]
+    print(f"{protocol} protocol" + (" (the original MCM-DPO script's metrics)" if protocol == "paper" else
+                                     " (pycocoevalcap, PTB tokenizer, corpus level)") + ", scores x 100")
     print(format_table(summaries))
     for summary in summaries:
         if summary["num_without_reference"]:
             print(f"{summary['file']}: {summary['num_without_reference']} record(s) without a reference were not scored")
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    files = expand_inputs(args.file)
+    if not files:
+        print("error: no .jsonl file found in " + ", ".join(args.file), file=sys.stderr)
+        return 2
+    try:
+        summaries = score_benchmark(args, files) if args.benchmark else score_alt_text(args, files)
+    except (DataValidationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for note in dict.fromkeys(note for summary in summaries for note in summary["notes"]):
         print(f"note: {note}")
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summaries, indent=1) + "\n")
-    if args.plot:
+        write_text_atomically(Path(args.summary_json), json.dumps(summaries, indent=1) + "\n")
+    if args.plot and any(summary["scores"] for summary in summaries):
         plot_scores(summaries, args.plot)
     return 0
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def main_exit() -> None:
