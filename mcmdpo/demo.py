@@ -9,6 +9,10 @@ At each seed (model initialisation, data and training):
 3. DPO and MCM-DPO, both from the same SFT checkpoint, on the preference split;
 4. inference on the test split with base, SFT, DPO and MCM-DPO, and COCO scoring;
 5. held-out preference evaluation on pref_test.json;
+6. a hallucination check: POPE-style yes/no questions about the objects of the test images
+   ("Is there a red circle in the image?", negatives drawn at random, among popular objects and
+   adversarially), answered and scored through the POPE reader and scorer the benchmark uses
+   (the SFT split holds ``--num_sft_yes_no`` such conversations, so the models can answer);
 then over the seeds: summary.json, report.md and plots, with means, ranges and verdicts that
 hold at every seed (:mod:`mcmdpo.demo_report`).
 
@@ -28,6 +32,9 @@ from typing import Any
 from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.demo_report import aggregate, plot_spread, render_report
 from mcmdpo.eval import inference
+from mcmdpo.eval.benchmarks import BENCHMARKS
+from mcmdpo.eval.benchmarks.base import ScoreOptions
+from mcmdpo.eval.benchmarks.scoring import score_benchmark_file
 from mcmdpo.eval.preferences import evaluate_preferences
 from mcmdpo.eval.scoring import score_file
 from mcmdpo.model.families import ARCHITECTURES
@@ -49,6 +56,8 @@ class DemoConfig:
     num_pref_test: int = 200
     num_test: int = 200
     sft_noise: float = 0.25
+    num_sft_yes_no: int = 200
+    num_pope_images: int = 25
     sft_steps: int = 800
     sft_lr: float = 2e-3
     pref_steps: int = 60
@@ -87,6 +96,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
     data = write_dataset(
         out / "data", seed=seed, num_sft=config.num_sft, num_pref_train=config.num_pref_train,
         num_pref_test=config.num_pref_test, num_test=config.num_test, sft_noise=config.sft_noise,
+        num_sft_yes_no=config.num_sft_yes_no, num_pope_images=min(config.num_pope_images, config.num_test),
     )
     timings["setup_s"] = time.perf_counter() - start
 
@@ -117,8 +127,26 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
         preferences = evaluate_preferences(checkpoints[name], data / "pref_test.json", data / "image", show_progress=False)
         summary[name] = {key: scores["scores"][source] for key, source in SCORE_NAMES.items()}
         summary[name].update({key: value for key, value in preferences.items() if key != "num_records"})
+        summary[name].update(hallucination_check(checkpoints[name], data, out / "predictions" / f"{name}.pope.jsonl"))
     timings["evaluation_s"] = time.perf_counter() - began
     return summary, checkpoints, timings
+
+
+def hallucination_check(checkpoint: Path, data: Path, predictions: Path) -> dict[str, float]:
+    """POPE on the synthetic release: ``mcmdpo_inference.py --test_datasets pope`` and
+    ``get_score.py --benchmark pope``, as a user runs them; accuracy per split and overall, F1, yes-ratio (%)."""
+    argv = [
+        "--model_name", str(checkpoint), "--test_datasets", "pope", "--benchmark_dir", str(data / "pope"),
+        "--image_folder", str(data / "image"), "--eval_output", str(predictions), "--num_beams", "1",
+        "--max_new_tokens", "3", "--batch_size", "16", "--overwrite", "--quiet",
+    ]
+    if inference.main(argv) != 0:
+        raise RuntimeError(f"POPE inference with {checkpoint} failed")
+    scored = score_benchmark_file(predictions, BENCHMARKS["pope"], ScoreOptions(show_progress=False))
+    result = {f"pope_{split}": scores["accuracy"] for split, scores in scored["groups"].items()}
+    result.update({"pope_accuracy": scored["scores"]["accuracy"], "pope_f1": scored["scores"]["f1"],
+                   "pope_yes_ratio": scored["scores"]["yes_ratio"]})
+    return result
 
 
 def run(config: DemoConfig) -> dict[str, Any]:
@@ -149,6 +177,12 @@ def run(config: DemoConfig) -> dict[str, Any]:
         [("held-out margins: log p(anchor) - log p(negative)", ("response_margin", "image_margin", "context_margin")),
          ("held-out accuracies", ("preference_accuracy", "image_accuracy", "context_accuracy"))],
         out / "margins.png",
+    )
+    plot_spread(
+        per_seed,
+        [("POPE-style accuracy (%), by split and overall", ("pope_adversarial", "pope_popular", "pope_random", "pope_accuracy")),
+         ("POPE-style F1 and yes-ratio (%)", ("pope_f1", "pope_yes_ratio"))],
+        out / "hallucination.png",
     )
     plot_demo_curves(curves, out / "training_curves.png")
     (out / "report.md").write_text(render_report(per_seed, asdict(config), timings))

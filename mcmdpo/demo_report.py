@@ -17,8 +17,10 @@ PerSeed = Mapping[Any, Mapping[str, Mapping[str, float]]]  # {seed: {model: {met
 
 # Differences smaller than these are noise: a margin of 0.01 nats, an accuracy of one record in
 # a hundred, a CIDEr point.
-TOLERANCE = {"margin": 0.01, "accuracy": 0.01, "cider": 1.0}
+# POPE-style metrics are percentages: one point.
+TOLERANCE = {"pope": 1.0, "margin": 0.01, "accuracy": 0.01, "cider": 1.0}
 TABLE_METRICS = ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_accuracy", "image_margin", "context_margin")
+HALLUCINATION_METRICS = ("pope_accuracy", "pope_adversarial", "pope_popular", "pope_random", "pope_f1", "pope_yes_ratio")
 
 
 def tolerance_of(metric: str) -> float:
@@ -59,17 +61,44 @@ def claim(per_seed: PerSeed, better: str, worse: str, metric: str, text: str) ->
 
 
 def format_cell(stats: Mapping[str, float], metric: str) -> str:
-    digits = 3 if "accuracy" in metric else 2
+    digits = 3 if "accuracy" in metric and not metric.startswith("pope") else 2
     if stats["min"] == stats["max"]:
         return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
 
 
-def table(rows: Mapping[str, Mapping[str, Any]], cell: Any) -> list[str]:
-    lines = ["| model | " + " | ".join(TABLE_METRICS) + " |", "|---|" + "---|" * len(TABLE_METRICS)]
+def table(rows: Mapping[str, Mapping[str, Any]], cell: Any, metrics: Sequence[str] = TABLE_METRICS) -> list[str]:
+    lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for model, values in rows.items():
-        lines.append(f"| {model} | " + " | ".join(cell(values[metric], metric) for metric in TABLE_METRICS) + " |")
+        lines.append(f"| {model} | " + " | ".join(cell(values[metric], metric) for metric in metrics) + " |")
     return lines
+
+
+def hallucination_section(per_seed: PerSeed) -> list[str]:
+    """The POPE-style check, when the results hold it."""
+    first = next(iter(per_seed.values()))
+    if not all(metric in values for values in first.values() for metric in HALLUCINATION_METRICS):
+        return []
+    return [
+        "## Hallucination check: POPE-style questions",
+        "",
+        "Yes/no questions about the objects of the test images (\"Is there a red circle in the image?\"), half",
+        "about objects in the image, half about absent ones drawn as POPE draws them: at random, among the most",
+        "frequent objects, and adversarially (a colour and a shape of the image, bound wrongly). Answered and",
+        "scored by the POPE path (`mcmdpo_inference.py --test_datasets pope`, `get_score.py --benchmark pope`);",
+        "percent, mean (min–max) over seeds; `pope_<split>` is that split's accuracy, a yes-ratio far from 50",
+        "means the model answers the same whatever it sees.",
+        "",
+        *table(aggregate(per_seed), format_cell, HALLUCINATION_METRICS),
+        "",
+        claim(per_seed, "sft", "base", "pope_accuracy", "SFT answers the yes/no questions better than the untrained model"),
+        claim(per_seed, "mcmdpo", "dpo", "pope_accuracy", "MCM-DPO hallucinates less than DPO (POPE-style accuracy)"),
+        claim(per_seed, "mcmdpo", "dpo", "pope_adversarial", "MCM-DPO hallucinates less than DPO on the adversarial split"),
+        claim(per_seed, "mcmdpo", "sft", "pope_accuracy", "MCM-DPO hallucinates less than its SFT starting point"),
+        "",
+        "Plot: `hallucination.png`.",
+        "",
+    ]
 
 
 def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mapping[str, float]) -> str:
@@ -112,6 +141,7 @@ def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mappi
         "means over seeds, the whiskers the range, the dots the seeds.",
         "",
     ]
+    lines += hallucination_section(per_seed)
     for seed in seeds:
         lines += [f"### Seed {seed}", "", *table(per_seed[seed], lambda value, metric: f"{value:.3f}" if "accuracy" in metric else f"{value:.2f}"), ""]
     lines += [

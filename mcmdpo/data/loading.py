@@ -51,20 +51,22 @@ def verify_images(
     show_progress: bool = True,
     num_workers: int | None = None,
 ) -> tuple[list[Any], list[tuple[int, int] | None]]:
-    """Decode every example's image (threads: PIL releases the GIL while decoding). Returns the
-    examples whose image is sound (or who have none) and their (height, width); a problem naming
-    the record and the field is added for each other one."""
+    """Decode every distinct image of the examples once (threads: PIL releases the GIL while
+    decoding; benchmarks ask many questions about one image). Returns the examples whose image is
+    sound (or who have none) and their (height, width); a problem naming the record and the field
+    is added for each other one."""
     if not examples:
         return [], []
+    distinct = list({example.image: None for example in examples if example.image is not None})
     workers = num_workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(
-            lambda example: _check_image(example.image, image_folder) if example.image is not None else (None, None), examples
-        )
-        results = list(tqdm(results, total=len(examples), desc=f"checking images of {Path(path).name}", disable=not show_progress))
+        checked = pool.map(lambda image: _check_image(image, image_folder), distinct)
+        checked = list(tqdm(checked, total=len(distinct), desc=f"checking images of {Path(path).name}", disable=not show_progress))
+    by_image = dict(zip(distinct, checked))
     valid: list[Any] = []
     sizes: list[tuple[int, int] | None] = []
-    for example, (size, message) in zip(examples, results):
+    for example in examples:
+        size, message = by_image[example.image] if example.image is not None else (None, None)
         if message is None:
             valid.append(example)
             sizes.append(size)

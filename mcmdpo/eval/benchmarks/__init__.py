@@ -1,17 +1,19 @@
-"""TEMPORARY registry while the benchmark modules are being written (imports the ones present)."""
+"""Hallucination benchmarks by name: their released files read for inference, their outputs scored.
+
+``BENCHMARKS`` maps each name to a :class:`~mcmdpo.eval.benchmarks.base.Benchmark`;
+:func:`find_benchmark` also knows the names the original inference script used."""
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
+from mcmdpo.eval.benchmarks import amber, hallusionbench, mmhal_bench, object_halbench, pope
 from mcmdpo.eval.benchmarks.base import Benchmark
 
-_MODULES = [importlib.import_module(f"mcmdpo.eval.benchmarks.{name}") for name in ("pope", "object_halbench", "mmhal_bench", "amber", "hallusionbench")
-            if (Path(__file__).parent / f"{name}.py").exists()]
-BENCHMARKS: dict[str, Benchmark] = {module.BENCHMARK.name: module.BENCHMARK for module in _MODULES if hasattr(module, "BENCHMARK")}
+BENCHMARKS: dict[str, Benchmark] = {
+    module.BENCHMARK.name: module.BENCHMARK for module in (pope, object_halbench, mmhal_bench, amber, hallusionbench)
+}
 _BY_NAME = {alias.lower(): benchmark for benchmark in BENCHMARKS.values() for alias in (benchmark.name, *benchmark.aliases)}
 
 
 def find_benchmark(name: str) -> Benchmark | None:
+    """The benchmark called ``name`` (case-insensitive; the original script's names too), or None."""
     return _BY_NAME.get(name.lower())

@@ -22,12 +22,14 @@ words (split on spaces) per response.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from mcmdpo.data.records import Problem
+from mcmdpo.eval.benchmarks.base import percentage
 
 SYNONYMS_FILE = "synonyms_refine.txt"
 VAL_FILES = ("instances_val2014.json", "captions_val2014.json")
@@ -52,7 +54,7 @@ class Synonyms:
     classes: tuple[str, ...]  # the first items, in file order
 
     @classmethod
-    def read(cls, path: Path) -> "Synonyms":
+    def read(cls, path: Path) -> Synonyms:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -236,8 +238,6 @@ def chair_of(matcher: ObjectMatcher, caption: str, truth: set[str]) -> ChairResu
 
 def chair_metrics(results: list[ChairResult], truths: list[set[str]]) -> tuple[dict[str, float], dict[str, int]]:
     """The overall metrics (rates in percent; 0 where a denominator is 0) and their counts."""
-    from mcmdpo.eval.benchmarks.base import percentage
-
     responses = len(results)
     hallucinated_responses = sum(bool(result.hallucinated) for result in results)
     with_mention = sum(bool(result.mentions) for result in results)
