@@ -9,10 +9,9 @@ At each seed (model initialisation, data and training):
 3. DPO and MCM-DPO, both from the same SFT checkpoint, on the preference split;
 4. inference on the test split with base, SFT, DPO and MCM-DPO, and COCO scoring;
 5. held-out preference evaluation on pref_test.json;
-6. a hallucination check: POPE-style yes/no questions about the objects of the test images
-   ("Is there a red circle in the image?", negatives drawn at random, among popular objects and
-   adversarially), answered and scored through the POPE reader and scorer the benchmark uses
-   (the SFT split holds ``--num_sft_yes_no`` such conversations, so the models can answer);
+6. a hallucination check: the alt-text of the first ``--num_objhal_images`` test images scored
+   for object hallucination (CHAIR: does it mention a coloured shape the image does not hold?)
+   through the Object HalBench reader and scorer, on a release the synthetic data writes;
 then over the seeds: summary.json, report.md and plots, with means, ranges and verdicts that
 hold at every seed (:mod:`mcmdpo.demo_report`).
 
@@ -56,8 +55,7 @@ class DemoConfig:
     num_pref_test: int = 200
     num_test: int = 200
     sft_noise: float = 0.25
-    num_sft_yes_no: int = 200
-    num_pope_images: int = 25
+    num_objhal_images: int = 50
     sft_steps: int = 800
     sft_lr: float = 2e-3
     pref_steps: int = 60
@@ -96,7 +94,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
     data = write_dataset(
         out / "data", seed=seed, num_sft=config.num_sft, num_pref_train=config.num_pref_train,
         num_pref_test=config.num_pref_test, num_test=config.num_test, sft_noise=config.sft_noise,
-        num_sft_yes_no=config.num_sft_yes_no, num_pope_images=min(config.num_pope_images, config.num_test),
+        num_objhal_images=min(config.num_objhal_images, config.num_test),
     )
     timings["setup_s"] = time.perf_counter() - start
 
@@ -127,26 +125,26 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
         preferences = evaluate_preferences(checkpoints[name], data / "pref_test.json", data / "image", show_progress=False)
         summary[name] = {key: scores["scores"][source] for key, source in SCORE_NAMES.items()}
         summary[name].update({key: value for key, value in preferences.items() if key != "num_records"})
-        summary[name].update(hallucination_check(checkpoints[name], data, out / "predictions" / f"{name}.pope.jsonl"))
+        summary[name].update(hallucination_check(checkpoints[name], data, out / "predictions" / "objhal" / f"{name}.jsonl", config))
     timings["evaluation_s"] = time.perf_counter() - began
     return summary, checkpoints, timings
 
 
-def hallucination_check(checkpoint: Path, data: Path, predictions: Path) -> dict[str, float]:
-    """POPE on the synthetic release: ``mcmdpo_inference.py --test_datasets pope`` and
-    ``get_score.py --benchmark pope``, as a user runs them; accuracy per split and overall, F1, yes-ratio (%)."""
+def hallucination_check(checkpoint: Path, data: Path, predictions: Path, config: DemoConfig) -> dict[str, float]:
+    """Object HalBench on the synthetic release: ``mcmdpo_inference.py --test_datasets
+    object_halbench`` and ``get_score.py --benchmark object_halbench``, as a user runs them, with
+    the alt-text decoding settings. CHAIRs (alt-texts naming an absent object), CHAIRi (object
+    mentions that are absent) and the objects covered, in percent."""
     argv = [
-        "--model_name", str(checkpoint), "--test_datasets", "pope", "--benchmark_dir", str(data / "pope"),
-        "--image_folder", str(data / "image"), "--eval_output", str(predictions), "--num_beams", "1",
-        "--max_new_tokens", "3", "--batch_size", "16", "--overwrite", "--quiet",
+        "--model_name", str(checkpoint), "--test_datasets", "object_halbench", "--benchmark_dir", str(data / "objhal"),
+        "--eval_output", str(predictions), "--num_beams", str(config.num_beams), "--max_new_tokens", str(config.max_new_tokens),
+        "--batch_size", "8", "--overwrite", "--quiet",
     ]
     if inference.main(argv) != 0:
-        raise RuntimeError(f"POPE inference with {checkpoint} failed")
-    scored = score_benchmark_file(predictions, BENCHMARKS["pope"], ScoreOptions(show_progress=False))
-    result = {f"pope_{split}": scores["accuracy"] for split, scores in scored["groups"].items()}
-    result.update({"pope_accuracy": scored["scores"]["accuracy"], "pope_f1": scored["scores"]["f1"],
-                   "pope_yes_ratio": scored["scores"]["yes_ratio"]})
-    return result
+        raise RuntimeError(f"Object HalBench inference with {checkpoint} failed")
+    options = ScoreOptions(benchmark_dir=data / "objhal", coco_annotations=data / "coco", show_progress=False)
+    scores = score_benchmark_file(predictions, BENCHMARKS["object_halbench"], options)["scores"]
+    return {"chair_s": scores["CHAIRs"], "chair_i": scores["CHAIRi"], "object_recall": scores["obj_rec"]}
 
 
 def run(config: DemoConfig) -> dict[str, Any]:
@@ -180,8 +178,8 @@ def run(config: DemoConfig) -> dict[str, Any]:
     )
     plot_spread(
         per_seed,
-        [("POPE-style accuracy (%), by split and overall", ("pope_adversarial", "pope_popular", "pope_random", "pope_accuracy")),
-         ("POPE-style F1 and yes-ratio (%)", ("pope_f1", "pope_yes_ratio"))],
+        [("object hallucination in the alt-text (CHAIR, %; lower is better)", ("chair_s", "chair_i")),
+         ("objects of the image mentioned (%)", ("object_recall",))],
         out / "hallucination.png",
     )
     plot_demo_curves(curves, out / "training_curves.png")

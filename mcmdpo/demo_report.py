@@ -17,10 +17,10 @@ PerSeed = Mapping[Any, Mapping[str, Mapping[str, float]]]  # {seed: {model: {met
 
 # Differences smaller than these are noise: a margin of 0.01 nats, an accuracy of one record in
 # a hundred, a CIDEr point.
-# POPE-style metrics are percentages: one point.
-TOLERANCE = {"pope": 1.0, "margin": 0.01, "accuracy": 0.01, "cider": 1.0}
+# CHAIR and object recall are percentages: one point.
+TOLERANCE = {"chair": 1.0, "recall": 1.0, "margin": 0.01, "accuracy": 0.01, "cider": 1.0}
 TABLE_METRICS = ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_accuracy", "image_margin", "context_margin")
-HALLUCINATION_METRICS = ("pope_accuracy", "pope_adversarial", "pope_popular", "pope_random", "pope_f1", "pope_yes_ratio")
+HALLUCINATION_METRICS = ("chair_s", "chair_i", "object_recall")
 
 
 def tolerance_of(metric: str) -> float:
@@ -61,7 +61,7 @@ def claim(per_seed: PerSeed, better: str, worse: str, metric: str, text: str) ->
 
 
 def format_cell(stats: Mapping[str, float], metric: str) -> str:
-    digits = 3 if "accuracy" in metric and not metric.startswith("pope") else 2
+    digits = 3 if "accuracy" in metric else 2
     if stats["min"] == stats["max"]:
         return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
@@ -75,28 +75,29 @@ def table(rows: Mapping[str, Mapping[str, Any]], cell: Any, metrics: Sequence[st
 
 
 def hallucination_section(per_seed: PerSeed) -> list[str]:
-    """The POPE-style check, when the results hold it."""
+    """The object-hallucination check, when the results hold it."""
     first = next(iter(per_seed.values()))
     if not all(metric in values for values in first.values() for metric in HALLUCINATION_METRICS):
         return []
     return [
-        "## Hallucination check: POPE-style questions",
+        "## Hallucination check: CHAIR on the alt-text",
         "",
-        "Yes/no questions about the objects of the test images (\"Is there a red circle in the image?\"), half",
-        "about objects in the image, half about absent ones drawn as POPE draws them: at random, among the most",
-        "frequent objects, and adversarially (a colour and a shape of the image, bound wrongly). Answered and",
-        "scored by the POPE path (`mcmdpo_inference.py --test_datasets pope`, `get_score.py --benchmark pope`);",
-        "percent, mean (min–max) over seeds; `pope_<split>` is that split's accuracy, a yes-ratio far from 50",
-        "means the model answers the same whatever it sees.",
+        "The alt-text each model writes for the first test images, scored for object hallucination through",
+        "the Object HalBench path (`mcmdpo_inference.py --test_datasets object_halbench`, `get_score.py",
+        "--benchmark object_halbench`) on a release the synthetic data writes: the objects are the coloured",
+        "shapes, the ground truth the two in each image. `chair_s` = alt-texts that name a shape the image",
+        "does not hold, `chair_i` = shape mentions that are wrong (lower is better), `object_recall` = the",
+        "image's shapes mentioned; percent, mean (min–max) over seeds.",
         "",
         *table(aggregate(per_seed), format_cell, HALLUCINATION_METRICS),
         "",
-        claim(per_seed, "sft", "base", "pope_accuracy", "SFT answers the yes/no questions better than the untrained model"),
-        claim(per_seed, "mcmdpo", "dpo", "pope_accuracy", "MCM-DPO hallucinates less than DPO (POPE-style accuracy)"),
-        claim(per_seed, "mcmdpo", "dpo", "pope_adversarial", "MCM-DPO hallucinates less than DPO on the adversarial split"),
-        claim(per_seed, "mcmdpo", "sft", "pope_accuracy", "MCM-DPO hallucinates less than its SFT starting point"),
+        claim(per_seed, "base", "sft", "chair_i", "SFT hallucinates fewer objects than the untrained model (chair_i)"),
+        claim(per_seed, "dpo", "mcmdpo", "chair_i", "MCM-DPO hallucinates fewer objects than DPO (chair_i)"),
+        claim(per_seed, "dpo", "mcmdpo", "chair_s", "MCM-DPO writes fewer alt-texts with a hallucinated object than DPO (chair_s)"),
+        claim(per_seed, "sft", "mcmdpo", "chair_i", "MCM-DPO hallucinates fewer objects than its SFT starting point (chair_i)"),
         "",
-        "Plot: `hallucination.png`.",
+        "Each line reads \"the second model hallucinates less\": the first model's rate is the larger one. Plot:",
+        "`hallucination.png`.",
         "",
     ]
 

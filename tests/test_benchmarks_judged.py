@@ -452,7 +452,7 @@ def test_judge_cache_cuts_a_partial_last_line_and_refuses_a_damaged_one(tmp_path
     path.write_bytes(whole + b'{"key": "c", "rep')  # a write cut short
     assert set(judge.JudgeCache(path).entries) == {"a", "b"} and path.read_bytes() == whole
     path.write_bytes(b"not json\n" + whole)
-    with pytest.raises(judge.JudgeError, match="line 1: not a judge cache entry"):
+    with pytest.raises(judge.JudgeError, match="line 1: not a JSON record"):
         judge.JudgeCache(path)
 
 

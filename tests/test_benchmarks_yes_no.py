@@ -149,6 +149,9 @@ def test_pope_lmms_lab_parquet_export(tiny_checkpoint, tmp_path):
     folder = tmp_path / "POPE" / "data"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "test-00000-of-00001.parquet")
+    # The hub repository holds the same questions again under Full/: read once, from data/.
+    (tmp_path / "POPE" / "Full").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[2:]), tmp_path / "POPE" / "Full" / "random-00000-of-00001.parquet")
     output = tmp_path / "pope.jsonl"
     assert run_inference(tiny_checkpoint, "lmms-lab/POPE", tmp_path / "POPE", output, "--benchmark_parts", "random") == 0
     written = read_lines(output)
@@ -157,6 +160,12 @@ def test_pope_lmms_lab_parquet_export(tiny_checkpoint, tmp_path):
     summary = tmp_path / "summary.json"
     assert scoring.main(["--benchmark", "pope", "--file", str(output), "--summary_json", str(summary), "--quiet"]) == 0
     assert set(json.loads(summary.read_text())[0]["groups"]) == {"random"}
+    # Two copies in one folder: each question would be asked twice, so it is an error.
+    pq.write_table(pa.Table.from_pylist(rows[3:]), folder / "test-00001-of-00001.parquet")
+    problems = pope.read(tmp_path / "POPE", None, ()).problems
+    assert [str(p) for p in problems] == [f"{folder / 'test-00001-of-00001.parquet'}, row 0 (idx='4'), field 'question_id': the random "
+                                          f"question '4' again (first: {folder / 'test-00000-of-00001.parquet'}, row 3); "
+                                          "point --benchmark_dir at one copy"]
 
 
 def hallusion_records() -> list[dict]:
@@ -201,7 +210,7 @@ def test_hallusionbench_end_to_end_with_questions_without_a_figure(tiny_checkpoi
     summary = tmp_path / "summary.json"
     assert scoring.main(["--benchmark", "hallusionbench", "--file", str(output), "--summary_json", str(summary), "--quiet"]) == 0
     (scored,) = json.loads(summary.read_text())
-    assert set(scored["scores"]) == {"qAcc", "fAcc", "easy_qAcc", "hard_qAcc", "aAcc", "unparsed"}
+    assert set(scored["scores"]) == {"qAcc", "fAcc", "easy_qAcc", "hard_qAcc", "aAcc", "uncertain", "unparsed"}
     assert scored["counts"]["questions"] == 8 and scored["counts"]["question_groups"] == 4 and scored["counts"]["figures"] == 4
 
 
@@ -218,18 +227,25 @@ def test_hallusionbench_metrics_equal_a_hand_computation():
     records = [(RecordLocation("out.jsonl", "line", i + 1), {**record, "idx": i, "response": response})
                for i, (record, response) in enumerate(zip(hallusion_records(), responses))]
     result = hallusionbench.score(records, ScoreOptions())
-    # correct: 1 yes, 2 no (answered yes), 3 yes, 4 yes, 5 yes (uncertain, VS without figure), 6 yes,
-    # 7 yes (uncertain, VS without figure), 8 no (uncertain with a figure)
-    assert [row["correct"] for row in result.per_record] == [True, False, True, True, True, True, True, False]
+    # correct: 1 yes, 2 no (answered yes), 3 yes, 4 yes, 5 yes (declined: right for a VS question
+    # without its figure), 6 yes, 7 no (both yes and no: unparsed), 8 no (unparsed)
+    assert [row["correct"] for row in result.per_record] == [True, False, True, True, True, True, False, False]
     assert result.scores == pytest.approx({
-        "aAcc": 75.0,
+        "aAcc": 62.5,
         "qAcc": 50.0,        # (VD,0,q0) wrong, (VD,0,q1) right, (VS,0,q0) right, (VS,1,q0) wrong
         "fAcc": 50.0,        # (VD,0,f0) right, (VD,0,f1) wrong, (VS,0,f1) right, (VS,1,f1) wrong; VS f0 left out
         "easy_qAcc": 75.0,   # without the edited figures: only (VS,1,q0) wrong
         "hard_qAcc": 50.0,   # edited figures only: (VD,0,q0) wrong, (VD,0,q1) right
-        "unparsed": 37.5,
+        "uncertain": 12.5,
+        "unparsed": 25.0,
     })
-    assert result.counts["unparsed"] == 3
+    assert result.counts["unparsed"] == 2 and result.counts["uncertain"] == 1
+    # An empty answer earns nothing, even where declining would be right; metrics without any
+    # question of their kind are left out, not reported as 0.
+    alone = hallusionbench.score([(RecordLocation("o.jsonl", "line", 1), {**hallusion_records()[4], "idx": 4, "response": ""})],
+                                 ScoreOptions())
+    assert alone.scores == {"qAcc": 0.0, "easy_qAcc": 0.0, "aAcc": 0.0, "uncertain": 0.0, "unparsed": 100.0}
+    assert "fAcc, hard_qAcc left out" in alone.notes[-1]
 
 
 def test_yes_no_extraction_rules():
@@ -275,10 +291,12 @@ def test_bad_input_is_reported_before_any_model_loads(pope_release, hallusion_re
     records = json.loads((hallusion_release / "HallusionBench.json").read_text())
     records[2]["gt_answer"] = "yes"
     records[4]["filename"] = "./VS/chart/0_0.png"
+    records[5]["figure_id"] = "1a"
     (hallusion_release / "HallusionBench.json").write_text(json.dumps(records))
     error = infer("--test_datasets", "hallusionbench", "--benchmark_dir", str(hallusion_release))
     assert "HallusionBench.json, record 2 (idx='1'), field 'gt_answer'" in error
     assert "record 4 (idx='0'), field 'filename': must be null exactly when visual_input" in error
+    assert "record 5 (idx='0'), field 'figure_id': must be a number" in error
     assert "a test file" in infer("--test_datasets", str(tmp_path / "t.jsonl"), "--benchmark_dir", str(questions))
 
 
@@ -289,3 +307,26 @@ def test_scoring_a_file_of_another_kind_is_a_clear_error(tmp_path, capsys):
     assert "alt.jsonl, line 1, field 'label': must be yes or no, found None" in capsys.readouterr().err
     assert scoring.main(["--benchmark", "nope", "--file", str(output)]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_flags_a_benchmark_does_not_read_are_refused(tmp_path, capsys):
+    output = tmp_path / "pope.jsonl"
+    output.write_text("".join(json.dumps({"question_id": i, "label": "yes", "category": "random", "response": "Yes"}) + "\n"
+                              for i in range(2)))
+    for flags, message in [
+        (["--benchmark", "pope", "--coco_annotations", str(tmp_path)], "--coco_annotations: pope scoring does not read it"),
+        (["--benchmark", "pope", "--judge_url", "http://127.0.0.1:9"], "--judge_url: pope scoring does not read it"),
+        (["--benchmark", "mmhal_bench", "--judge_model", "gpt-4o"], "--judge_model needs --judge_url"),
+        (["--benchmark_dir", str(tmp_path)], "--benchmark_dir: only with --benchmark"),
+        (["--benchmark", "pope", "--protocol", "paper"], "--protocol is for alt-text outputs"),
+    ]:
+        assert scoring.main(["--file", str(output), *flags]) == 2, flags
+        assert message in capsys.readouterr().err, flags
+    assert infer_main(["--model_name", str(tmp_path / "none"), "--test_datasets", "obj_halbench_300", "--benchmark_dir",
+                       str(tmp_path), "--image_folder", str(tmp_path), "--eval_output", str(tmp_path / "o.jsonl")]) == 2
+    assert "images are inside its question file" in capsys.readouterr().err
+    # every record of another benchmark's output fails the same way: one line says so
+    output.write_text("".join(json.dumps({"id": i, "response": "Yes"}) + "\n" for i in range(3)))
+    assert scoring.main(["--benchmark", "pope", "--file", str(output)]) == 2
+    assert "pope.jsonl: no record has a valid 'label' (line 1: must be yes or no, found None): is this an output of pope?" in (
+        capsys.readouterr().err)

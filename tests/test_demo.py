@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT
 
-REQUIRED = ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_margin", "context_margin")
+REQUIRED = ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_margin", "context_margin", "chair_s", "chair_i",
+            "object_recall")
 
 
 @pytest.mark.slow
@@ -42,11 +43,15 @@ def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Over 2 seeds (0, 1): mean (min–max)" in report and "### Seed 0" in report and "### Seed 1" in report
     assert "SFT learns to use the image: **yes**" in report
-    for plot in ("training_curves.png", "scores.png", "margins.png"):
+    assert "## Hallucination check: CHAIR on the alt-text" in report
+    for seed in ("0", "1"):  # SFT reads the image: far fewer wrong shapes than the untrained model names
+        assert summary["per_seed"][seed]["sft"]["object_recall"] > summary["per_seed"][seed]["base"]["object_recall"], seed
+    for plot in ("training_curves.png", "scores.png", "margins.png", "hallucination.png"):
         assert (out / plot).stat().st_size > 10_000, plot
     for seed in ("0", "1"):
         for model in ("base", "sft", "dpo", "mcmdpo"):
             assert len((out / f"seed{seed}" / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 8
+            assert len((out / f"seed{seed}" / "predictions" / "objhal" / f"{model}.jsonl").read_text().splitlines()) == 8
 
 
 def test_verdicts_respect_the_spread_over_seeds():

@@ -70,3 +70,35 @@ def test_committed_sample_validates():
         loaded = load_examples(sample / name, kind, sample / "image", show_progress=False)
         assert loaded.examples
     assert Image.open(next((sample / "image").glob("*.png"))).size == (64, 64)
+
+
+
+def test_object_halbench_release_scores_the_truth_as_no_hallucination(tmp_path):
+    """The demo's hallucination check: an Object HalBench release of the test images, in the
+    released layout, read by the benchmark's reader; its scorer finds no hallucination and every
+    object in the chosen alt-text, and a wrong colour in a rejected one."""
+    from mcmdpo.data.records import RecordLocation
+    from mcmdpo.eval.benchmarks import object_halbench
+    from mcmdpo.eval.benchmarks.base import ScoreOptions
+
+    out = write_dataset(tmp_path, seed=3, num_sft=4, num_pref_train=2, num_pref_test=2, num_test=12, num_objhal_images=10)
+    records = list(generate_records("test", 12, 3))[:10]
+    lines = [json.loads(line) for line in (out / "objhal" / "obj_halbench_300_with_image.jsonl").read_text().splitlines()]
+    assert [set(line) for line in lines] == [{"image_id", "question", "image", "org_idx"}] * 10
+    data = object_halbench.read(out / "objhal", None, ())
+    assert not data.problems and [e.question for e in data.examples] == [r.question for r in records]
+    assert data.examples[0].image.data == (out / "image" / records[0].name).read_bytes()
+
+    def scored(responses):
+        outputs = [(RecordLocation("o.jsonl", "line", i + 1), {**example.record, "response": response})
+                   for i, (example, response) in enumerate(zip(data.examples, responses))]
+        options = ScoreOptions(benchmark_dir=out / "objhal", coco_annotations=out / "coco")
+        assert not object_halbench.check(outputs, options)
+        return object_halbench.score(outputs, options).scores
+
+    truth = scored([record.chosen for record in records])
+    assert truth["CHAIRs"] == truth["CHAIRi"] == 0.0 and truth["obj_rec"] == 100.0
+    (colour, shape), other = records[0].scene.objects
+    wrong = next(c for c in COLORS if c not in (colour, other[0]))
+    hallucinated = scored([f"A clay {wrong} {shape} beside a {other[0]} {other[1]}."] + [r.chosen for r in records[1:]])
+    assert hallucinated["CHAIRs"] == 10.0 and hallucinated["CHAIRi"] == 100 / 20  # 1 of 10 alt-texts, 1 of 20 mentions

@@ -9,14 +9,15 @@ alt-text is plausible but wrong (the other object, a wrong colour, the context i
 and verbose. SFT targets are noisy on purpose, as user-written
 alt-text is (``--sft_noise``). Writes DIR/image/*.png, DIR/sft_train.json (LLaVA conversations),
 DIR/pref_train.json and DIR/pref_test.json (upstream preference format) and DIR/test.jsonl
-(upstream test format); optionally POPE-style yes/no questions about the objects ("Is there a red
-circle in the image?"), as SFT conversations and as a POPE release over the test images
-(DIR/pope/coco_pope_*.json), for the demo's hallucination check. Everything follows from the seed.
+(upstream test format); optionally an Object HalBench release of the test images (DIR/objhal/,
+DIR/coco/: the objects are the coloured shapes), for the demo's hallucination check. Everything
+follows from the seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 from PIL import Image, ImageDraw
+
+from mcmdpo.files import write_text_atomically
 
 INSTRUCTION = "Given an image and context, generate alt-text for the image.\nContext:\n"
 COLORS = {
@@ -143,61 +146,37 @@ def generate_records(split: str, count: int, seed: int) -> Iterator[SyntheticRec
         yield SyntheticRecord(f"{split}_{number:06d}.png", scene, question, chosen, rejected)
 
 
-POPE_SPLITS = ("adversarial", "popular", "random")
-POPE_QUESTION = "Is there {} in the image?"
+OBJECT_NAMES = [f"{color} {shape}" for color in COLORS for shape in SHAPES]  # the "COCO classes" of the synthetic images
+SHAPE_SYNONYMS = {"circle": "disc", "square": "box", "triangle": "wedge"}
 
 
-def _present(scene: Scene) -> list[str]:
-    return [f"{color} {shape}" for color, shape in scene.objects]
-
-
-def _absent_objects(rng: random.Random, scene: Scene, split: str, popular: list[str], count: int) -> list[str]:
-    """``count`` distinct objects not in ``scene``, drawn as POPE draws its negatives: at random;
-    among the objects most frequent in the data (``popular``, most frequent first); or
-    adversarially, among what co-occurs with what is there (here: a colour of the image on a
-    shape of the image, bound wrongly)."""
-    present = set(_present(scene))
-    everything = [f"{c} {s}" for c in sorted(COLORS) for s in SHAPES]
-    if split == "random":
-        candidates = everything
-    elif split == "popular":
-        candidates = popular[: len(popular) // 3]
-    else:
-        candidates = [f"{color} {shape}" for color, _ in scene.objects for _, shape in scene.objects]
-    candidates = sorted(set(candidates) - present)
-    if len(candidates) < count:  # e.g. two objects of one shape: too few to bind wrongly
-        candidates += rng.sample(sorted(set(everything) - present - set(candidates)), count - len(candidates))
-    return rng.sample(candidates, count)
-
-
-def _question(obj: str) -> str:
-    return POPE_QUESTION.format(("an " if obj[0] in "aeiou" else "a ") + obj)
-
-
-def pope_questions(scenes: list[tuple[str, Scene]], split: str, seed: int, popular: list[str]) -> list[dict[str, object]]:
-    """POPE's released question format for ``(image file, scene)`` pairs: per image, a yes
-    question for each object in it and as many no questions about absent objects."""
-    rng = random.Random(f"{seed}-pope-{split}")
-    lines: list[dict[str, object]] = []
-    for name, scene in scenes:
-        asked = [(obj, "yes") for obj in _present(scene)]
-        asked += [(obj, "no") for obj in _absent_objects(rng, scene, split, popular, len(scene.objects))]
-        rng.shuffle(asked)
-        for obj, label in asked:
-            lines.append({"question_id": len(lines) + 1, "image": name, "text": _question(obj), "label": label})
-    return lines
-
-
-def yes_no_conversations(split: str, count: int, seed: int) -> Iterator[tuple[SyntheticRecord, str, str]]:
-    """(record, question, answer) pairs for SFT: POPE-style questions about an image's objects,
-    half yes, half no (negatives of every POPE kind), so a model can learn to answer them."""
-    rng = random.Random(f"{seed}-{split}-yes-no")
-    for number, record in enumerate(generate_records(split, count, seed)):
-        if number % 2 == 0:
-            obj, answer = rng.choice(_present(record.scene)), "Yes"
-        else:
-            obj, answer = _absent_objects(rng, record.scene, rng.choice(("adversarial", "random")), [], 1)[0], "No"
-        yield record, _question(obj), answer
+def write_object_halbench(output_dir: Path, records: list[SyntheticRecord], image_dir: Path) -> None:
+    """An Object HalBench release for ``records`` in the layout its scorer reads, so the demo can
+    measure object hallucination in the alt-text through the benchmark's own path:
+    ``objhal/obj_halbench_300_with_image.jsonl`` (``image_id``, ``question`` = the alt-text
+    prompt with its post, ``image`` base64, ``org_idx``), ``objhal/synonyms_refine.txt`` (one
+    line per coloured shape, ", "-separated, its name first) and COCO-format
+    ``coco/instances_val2014.json`` (each image's two objects) and ``coco/captions_val2014.json``
+    (the chosen alt-text as the image's caption)."""
+    objhal, coco = output_dir / "objhal", output_dir / "coco"
+    objhal.mkdir(exist_ok=True)
+    coco.mkdir(exist_ok=True)
+    category_id = {name: number for number, name in enumerate(OBJECT_NAMES, start=1)}
+    questions, images, instances, captions = [], [], [], []
+    for number, record in enumerate(records):
+        image_id = number + 1
+        encoded = base64.b64encode((image_dir / record.name).read_bytes()).decode("ascii")
+        questions.append({"image_id": image_id, "question": record.question, "image": encoded, "org_idx": number})
+        images.append({"id": image_id, "file_name": record.name})
+        for color, shape in record.scene.objects:
+            instances.append({"id": len(instances) + 1, "image_id": image_id, "category_id": category_id[f"{color} {shape}"]})
+        captions.append({"id": image_id, "image_id": image_id, "caption": record.chosen})
+    write_text_atomically(objhal / "obj_halbench_300_with_image.jsonl", "".join(json.dumps(q) + "\n" for q in questions))
+    synonyms = [f"{name}, {name.split()[0]} {SHAPE_SYNONYMS[name.split()[1]]}" for name in OBJECT_NAMES]
+    write_text_atomically(objhal / "synonyms_refine.txt", "\n".join(synonyms) + "\n")
+    categories = [{"id": number, "name": name, "supercategory": "shape"} for name, number in category_id.items()]
+    _write_json(coco / "instances_val2014.json", {"images": images, "annotations": instances, "categories": categories})
+    _write_json(coco / "captions_val2014.json", {"images": images, "annotations": captions})
 
 
 def tokenizer_corpus() -> list[str]:
@@ -218,12 +197,10 @@ def write_dataset(
     num_test: int = 200,
     sft_noise: float = 0.25,
     image_size: int = 64,
-    num_sft_yes_no: int = 0,
-    num_pope_images: int = 0,
+    num_objhal_images: int = 0,
 ) -> Path:
-    """Write the four files and their images under ``output_dir``; with ``num_sft_yes_no``, that
-    many POPE-style yes/no conversations join the SFT split; with ``num_pope_images``, a POPE
-    release for the first test images: ``pope/coco_pope_{adversarial,popular,random}.json``."""
+    """Write the four files and their images under ``output_dir``; with ``num_objhal_images``,
+    also an Object HalBench release of the first test images (:func:`write_object_halbench`)."""
     output_dir = Path(output_dir)
     image_dir = output_dir / "image"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -244,12 +221,6 @@ def write_dataset(
                 {"from": "gpt", "value": target},
             ],
         })
-    for number, (record, question, answer) in enumerate(yes_no_conversations("sft_yes_no", num_sft_yes_no, seed)):
-        sft.append({
-            "id": f"sft_yes_no_{number}",
-            "image": save_image(record),
-            "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}],
-        })
     _write_json(output_dir / "sft_train.json", sft)
 
     for split, count in (("pref_train", num_pref_train), ("pref_test", num_pref_test)):
@@ -269,34 +240,19 @@ def write_dataset(
         _write_json(output_dir / f"{split}.json", records)
 
     lines = []
-    test_scenes = []
+    test_records = []
     for number, record in enumerate(generate_records("test", num_test, seed)):
         row = {"image_path": save_image(record), "question": record.question, "chosen": record.chosen, "idx": number}
         lines.append(json.dumps(row, ensure_ascii=False))
-        test_scenes.append((record.name, record.scene))
-    _write_text(output_dir / "test.jsonl", "\n".join(lines) + "\n")
-    if num_pope_images:
-        # "Popular" objects: the most frequent in the SFT images, as POPE counts them over COCO.
-        counts: dict[str, int] = {}
-        for record in generate_records("sft", num_sft, seed):
-            for obj in _present(record.scene):
-                counts[obj] = counts.get(obj, 0) + 1
-        popular = sorted(counts, key=lambda obj: (-counts[obj], obj))
-        (output_dir / "pope").mkdir(exist_ok=True)
-        for split in POPE_SPLITS:
-            questions = pope_questions(test_scenes[:num_pope_images], split, seed, popular)
-            _write_text(output_dir / "pope" / f"coco_pope_{split}.json", "".join(json.dumps(q) + "\n" for q in questions))
+        test_records.append(record)
+    write_text_atomically(output_dir / "test.jsonl", "\n".join(lines) + "\n")
+    if num_objhal_images:
+        write_object_halbench(output_dir, test_records[:num_objhal_images], image_dir)
     return output_dir
 
 
 def _write_json(path: Path, data: object) -> None:
-    _write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    write_text_atomically(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,9 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_test", type=int, default=200)
     parser.add_argument("--sft_noise", type=float, default=0.25, help="share of SFT targets replaced by a rejected-style alt-text")
     parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--num_sft_yes_no", type=int, default=0, help="POPE-style yes/no conversations added to the SFT split")
-    parser.add_argument("--num_pope_images", type=int, default=0,
-                        help="write a POPE release (pope/coco_pope_*.json) for this many test images")
+    parser.add_argument("--num_objhal_images", type=int, default=0,
+                        help="also write an Object HalBench release (objhal/, coco/) of this many test images")
     args = vars(parser.parse_args(argv))
     path = write_dataset(**args)
     print(f"synthetic data written to {path}")

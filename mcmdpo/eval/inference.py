@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from mcmdpo.data.loading import find_problems, verify_images
 from mcmdpo.data.records import DataValidationError, Problem, TestExample
 from mcmdpo.eval.benchmarks import BENCHMARKS, find_benchmark
+from mcmdpo.files import AppendLog, DamagedLogError
 from mcmdpo.eval.generation import GenerationSettings, generate_responses
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
@@ -41,35 +41,23 @@ def record_key(record: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in record.items() if k != "response"}, sort_keys=True, ensure_ascii=False)
 
 
-def finished_records(path: Path) -> Counter[str]:
-    """Keys of the records already written to ``path``, after cutting away a partial last line
-    (an interrupted write). A damaged line elsewhere is an error: that file is not ours to fix."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(end)
-    done: Counter[str] = Counter()
-    for number, line in enumerate(data[:end].splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            done[record_key(json.loads(line))] += 1
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-            raise OutputError(f"{path}, line {number}: not a JSON record ({error}); cannot resume into this file") from error
-    return done
+def finished_records(log: AppendLog) -> Counter[str]:
+    """Keys of the records already written (a partial last line, an interrupted write, is cut
+    away; a damaged line elsewhere is an error: that file is not ours to fix)."""
+    try:
+        return Counter(record_key(record) for record in log.read())
+    except DamagedLogError as error:
+        raise OutputError(f"{error}; cannot resume into this file") from None
 
 
 def pending_examples(examples: list[Any], output: Path, resume: bool, overwrite: bool) -> tuple[list[Any], int]:
-    """The examples still to generate and how many were already done."""
-    if not output.exists():
-        return examples, 0
-    if overwrite:
-        output.unlink()
+    """The examples still to generate and how many were already done. With ``overwrite`` an
+    existing output counts for nothing (it is replaced once the model is loaded)."""
+    if not output.exists() or overwrite:
         return examples, 0
     if not resume:
         raise OutputError(f"{output} exists: pass --resume to continue it or --overwrite to start again")
-    done = finished_records(output)
+    done = finished_records(AppendLog(output))
     pending = []
     for example in examples:
         key = record_key(example.record)
@@ -78,14 +66,6 @@ def pending_examples(examples: list[Any], output: Path, resume: bool, overwrite:
         else:
             pending.append(example)
     return pending, len(examples) - len(pending)
-
-
-def append_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append whole lines and push them to disk, so a crash loses at most the batch in flight."""
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +125,8 @@ def read_test_set(args: argparse.Namespace) -> TestSet:
     if unknown:
         raise OutputError(f"--benchmark_parts: {benchmark.name} has no part {', '.join(unknown)}"
                           + (f" (its parts: {', '.join(benchmark.parts)})" if benchmark.parts else " (it has no parts)"))
+    if args.image_folder and benchmark.embedded_images:
+        raise OutputError(f"--image_folder: {benchmark.name}'s images are inside its question file")
     image_folder = Path(args.image_folder) if args.image_folder else None
     data = benchmark.read(benchmark_dir, image_folder, tuple(args.benchmark_parts or ()))
     for note in data.notes:
@@ -170,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     if not pending:
         print(f"{output}: all {done} records already done")
         return 0
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"--eval_output {output}: cannot create its folder ({error})") from None
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
@@ -177,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
     inputs = load_family(args.model_name, args.image_aspect_ratio).inputs
     model = load_model(args.model_name, dtype, image_aspect_ratio=args.image_aspect_ratio).to(device).eval()
     settings = GenerationSettings(args.temperature, args.num_beams, args.max_new_tokens, args.top_p)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.overwrite:
+        output.unlink(missing_ok=True)  # only now that the model has loaded: a failed load loses nothing
+    log = AppendLog(output)
     with tqdm(total=len(pending), desc=test_set.task, disable=args.quiet) as progress:
         for batch, responses in generate_responses(model, processor, inputs, pending, test_set.image_folder, settings, args.batch_size):
-            append_lines(output, [{**example.record, "response": response} for example, response in zip(batch, responses)])
+            log.append({**example.record, "response": response} for example, response in zip(batch, responses))
             progress.update(len(batch))
     print(
         f"{output}: {len(pending)} records written"

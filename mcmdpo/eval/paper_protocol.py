@@ -111,6 +111,13 @@ def wordnet() -> tuple[Any | None, str | None]:
     return reader, "METEOR used WordNet 3.0 from Debian's wordnet-base (the database nltk's download holds)"
 
 
+def noun_lemma(reader: Any, word: str) -> str:
+    """``nltk.stem.WordNetLemmatizer().lemmatize(word)`` with its default noun part of speech:
+    the shortest lemma WordNet's morphy finds, else the word itself (``reader``: :func:`wordnet`'s)."""
+    lemmas = reader._morphy(word, "n")
+    return min(lemmas, key=len) if lemmas else word
+
+
 def _cider_d(hypotheses: dict[Any, str], references: dict[Any, list[str]]) -> tuple[float, list[float]]:
     """CIDEr-D of the coco-caption formula on whitespace tokens (no PTB tokenisation)."""
     from pycocoevalcap.cider.cider import Cider

@@ -24,6 +24,7 @@ from typing import Any
 
 from mcmdpo.data.reading import read_raw_records
 from mcmdpo.data.records import DataValidationError, Problem
+from mcmdpo.files import beside, json_lines, write_text_atomically
 
 SCORE_SUFFIX = ".scores.jsonl"
 # Files get_score writes beside the outputs (per-record scores, an LLM judge's replies), never outputs themselves.
@@ -147,21 +148,17 @@ def score_file(path: Path, protocol: str, write_record_scores: bool = True) -> d
 
 
 def record_scores_path(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".jsonl").removesuffix(".json") + SCORE_SUFFIX)
+    return beside(path, SCORE_SUFFIX)
 
 
 def write_record_scores_file(predictions: Predictions, per_record: dict[int, dict[str, float]]) -> Path:
-    """Beside the input, never over it; written whole to a temporary file, then renamed."""
-    target = record_scores_path(predictions.path)
-    tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for position, scores in per_record.items():
-            record = predictions.records[position]
-            row = {"position": position, "idx": record.get("idx"), "response": predictions.hypotheses[position],
-                   "references": predictions.references[position], **scores}
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(target)
-    return target
+    """Beside the input, never over it, written atomically."""
+    rows = []
+    for position, scores in per_record.items():
+        record = predictions.records[position]
+        rows.append({"position": position, "idx": record.get("idx"), "response": predictions.hypotheses[position],
+                     "references": predictions.references[position], **scores})
+    return write_text_atomically(record_scores_path(predictions.path), json_lines(rows))
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -224,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=("coco", "paper"), default=None,
                         help="alt-text: coco = pycocoevalcap, corpus level (default); paper = the original script's metrics")
     parser.add_argument("--benchmark", default=None, help="score a hallucination benchmark's outputs: " + ", ".join(BENCHMARKS))
-    parser.add_argument("--benchmark_dir", default=None, help="the benchmark's released files (AMBER's annotations)")
+    parser.add_argument("--benchmark_dir", default=None,
+                        help="the benchmark's released files that scoring reads (AMBER's annotations, Object HalBench's "
+                             "synonyms, MMHal-Bench's official judge script)")
     parser.add_argument("--coco_annotations", default=None,
                         help="Object HalBench: folder with COCO 2014 instances_*.json and captions_*.json")
     parser.add_argument("--judge_url", default=None,
@@ -250,6 +249,10 @@ def score_benchmark(args: argparse.Namespace, files: list[Path]) -> list[dict[st
         raise ValueError(f"--benchmark {args.benchmark}: unknown; expected one of {', '.join(BENCHMARKS)}")
     if args.protocol:
         raise ValueError("--protocol is for alt-text outputs; a benchmark is scored by its own metrics")
+    unused = [flag for flag, needs in given_benchmark_flags(args).items() if needs not in benchmark.score_inputs]
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: {benchmark.name} scoring does not read "
+                         + ("them" if len(unused) > 1 else "it") + f" (it reads: {', '.join(benchmark.score_inputs) or 'the output only'})")
     options = ScoreOptions(
         benchmark_dir=Path(args.benchmark_dir) if args.benchmark_dir else None,
         coco_annotations=Path(args.coco_annotations) if args.coco_annotations else None,
@@ -267,7 +270,22 @@ def score_benchmark(args: argparse.Namespace, files: list[Path]) -> list[dict[st
     return summaries
 
 
+def given_benchmark_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The benchmark-scoring flags given on the command line, each with what it feeds."""
+    defaults = build_parser().parse_args(["--file", "-"])
+    given = {"--benchmark_dir": "benchmark_dir", "--coco_annotations": "coco_annotations", "--judge_url": "judge"}
+    flags = {flag: needs for flag, needs in given.items() if getattr(args, flag.removeprefix("--")) is not None}
+    for name in ("judge_model", "judge_api_key_env", "judge_timeout", "judge_retries"):
+        if getattr(args, name) != getattr(defaults, name):
+            if args.judge_url is None:
+                raise ValueError(f"--{name} needs --judge_url")
+            flags[f"--{name}"] = "judge"
+    return flags
+
+
 def score_alt_text(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
+    if given_benchmark_flags(args):
+        raise ValueError(f"{', '.join(given_benchmark_flags(args))}: only with --benchmark")
     protocol = args.protocol or "coco"
     summaries = [score_file(path, protocol, not args.no_record_scores) for path in files]
     print(f"{protocol} protocol" + (" (the original MCM-DPO script's metrics)" if protocol == "paper" else
@@ -297,12 +315,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot and any(summary["scores"] for summary in summaries):
         plot_scores(summaries, args.plot)
     return 0
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def main_exit() -> None:

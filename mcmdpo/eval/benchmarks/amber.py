@@ -15,7 +15,7 @@ in ``--benchmark_dir``/image unless ``--image_folder`` says otherwise.
 A generative query is asked as written, a yes/no question with the suffix the original MCM-DPO
 script appends (:data:`YES_NO_SUFFIX`). Scoring follows AMBER's ``inference.py``, quirks
 included:
-- yes/no: a response counts only when it is exactly "Yes" or "No" (after stripping whitespace);
+- yes/no: a response counts only when it is exactly "Yes" or "No" (mcmdpo's outputs are stripped);
   the positive class is "no"; accuracy, precision, recall are rounded to 1 decimal, and F1 is
   computed from the rounded precision and recall with an epsilon of 1e-4 (1e-3 for existence);
   every denominator starts at 0.001, as ``data/metrics.txt`` initialises them;
@@ -39,7 +39,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -198,13 +198,23 @@ def load_resources(benchmark_dir: Path | None) -> tuple[Resources | None, list[P
             problems.append(Problem(_expected(benchmark_dir, name, DATA_PLACES), "file not found (AMBER's scoring needs it)"))
     if problems:
         return None, problems
+    stamps = tuple((str(path), path.stat().st_mtime_ns, path.stat().st_size) for path in paths.values())
+    resources, found = _read_resources(stamps)
+    return resources, list(found)
+
+
+@lru_cache(maxsize=2)
+def _read_resources(stamps: tuple[tuple[str, int, int], ...]) -> tuple[Resources | None, tuple[Problem, ...]]:
+    """Read once per run (check, then score) and again only when a file changes (``stamps``)."""
+    paths = {Path(name).name: Path(name) for name, _, _ in stamps}
+    problems: list[Problem] = []
     association = _read_association(paths[RELATIONS], problems)
     safe_words = _read_safe_words(paths[SAFE_WORDS], problems)
     annotations = _read_annotations(paths[ANNOTATIONS], association, problems)
     if problems:
-        return None, problems
+        return None, tuple(problems)
     vocabulary = set(association) | {word for words in association.values() for word in words}
-    return Resources(annotations, association, safe_words, vocabulary), []
+    return Resources(annotations, association, safe_words, vocabulary), ()
 
 
 def _read_association(path: Path, problems: list[Problem]) -> dict[str, list[str]]:
@@ -353,15 +363,11 @@ def noun_lemmatizer(vocabulary: set[str]) -> tuple[Callable[[str], str], str | N
     """``WordNetLemmatizer().lemmatize(word)`` (noun): the shortest of WordNet's noun lemmas, the
     word itself when it has none; without WordNet, its detachment rules checked against AMBER's
     object words instead of WordNet's lemmas, and a note."""
-    from mcmdpo.eval.paper_protocol import wordnet
+    from mcmdpo.eval.paper_protocol import noun_lemma, wordnet
 
     reader, _ = wordnet()
     if reader is not None:
-        def lemmatize(word: str) -> str:
-            lemmas = reader._morphy(word, "n")
-            return min(lemmas, key=len) if lemmas else word
-
-        return lemmatize, None
+        return partial(noun_lemma, reader), None
 
     def lemmatize_by_rules(word: str) -> str:
         forms = [word] + [word[: len(word) - len(old)] + new for old, new in NOUN_SUFFIXES if word.endswith(old)]
@@ -552,7 +558,7 @@ def score_with(records: list[tuple[RecordLocation, dict[str, Any]]], resources: 
             generative.hallu_mentioned += len(result["hallu_mentioned"])
             row.update({key: result[key] for key in ("nouns", "hallucinated", "truth_covered", "hallu_mentioned")})
         else:
-            response = record["response"].strip()
+            response = record["response"]  # compared as it is, as inference.py compares it
             prediction = response if response in ("Yes", "No") else None
             not_yes_no += prediction is None
             dimension = DIMENSIONS[annotation.type]
@@ -607,4 +613,5 @@ BENCHMARK = Benchmark(
     read=read,
     score=score,
     check=check,
+    score_inputs=("benchmark_dir",),
 )

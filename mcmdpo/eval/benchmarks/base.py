@@ -68,6 +68,10 @@ class Benchmark:
     score: Callable[[list[tuple[RecordLocation, dict[str, Any]]], ScoreOptions], BenchmarkScores]
     # Problems of an output file's records (missing labels, ids...) and of the options, found before any scoring.
     check: Callable[[list[tuple[RecordLocation, dict[str, Any]]], ScoreOptions], list[Problem]] = lambda records, options: []
+    # What scoring reads beyond the output: any of "benchmark_dir", "coco_annotations", "judge"
+    # (a flag for anything else would do nothing, so it is refused).
+    score_inputs: tuple[str, ...] = ()
+    embedded_images: bool = False  # the images travel inside the question file: no --image_folder
 
 
 class RecordFields:
@@ -155,8 +159,8 @@ def json_array_records(path: Path, problems: list[Problem]) -> list[tuple[Record
     return [(RecordLocation(str(path), "record", i), record) for i, record in enumerate(data)]
 
 
-def json_lines_records(path: Path, problems: list[Problem]) -> list[tuple[RecordLocation, Any]]:
-    """The records of a released JSON Lines file, with their line numbers."""
+def released_records(path: Path, problems: list[Problem]) -> list[tuple[RecordLocation, Any]]:
+    """The records of a released JSON Lines (or JSON array, or parquet) file, with their positions."""
     records, found, _ = read_raw_records(path)
     problems += found
     return records
@@ -167,9 +171,9 @@ def without(record: dict[str, Any], *names: str) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key not in names}
 
 
-def read_outputs(path: Path, required: tuple[str, ...]) -> list[tuple[RecordLocation, dict[str, Any]]]:
-    """An inference output file's records; each must hold ``response`` (a string) and the fields
-    ``required``, else a :class:`DataValidationError` naming every line and field at fault."""
+def read_outputs(path: Path) -> list[tuple[RecordLocation, dict[str, Any]]]:
+    """An inference output file's records; each must hold ``response`` (a string), else a
+    :class:`DataValidationError` naming every line at fault."""
     raw, problems, _ = read_raw_records(path)
     records = []
     for location, record in raw:
@@ -179,11 +183,7 @@ def read_outputs(path: Path, required: tuple[str, ...]) -> list[tuple[RecordLoca
         if not isinstance(record.get("response"), str):
             problems.append(Problem(str(path), "missing or not a string (is this an inference output?)", location, None, "response"))
             continue
-        missing = [name for name in required if record.get(name) is None]
-        for name in missing:
-            problems.append(Problem(str(path), "missing (is this an output of this benchmark?)", location, None, name))
-        if not missing:
-            records.append((location, record))
+        records.append((location, record))
     if not raw and not problems:
         problems.append(Problem(str(path), "the file holds no records"))
     if problems:

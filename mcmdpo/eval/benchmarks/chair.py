@@ -30,6 +30,7 @@ from typing import Any
 
 from mcmdpo.data.records import Problem
 from mcmdpo.eval.benchmarks.base import percentage
+from mcmdpo.eval.paper_protocol import noun_lemma
 
 SYNONYMS_FILE = "synonyms_refine.txt"
 VAL_FILES = ("instances_val2014.json", "captions_val2014.json")
@@ -104,8 +105,7 @@ class ObjectMatcher:
         morphy finds, else the token itself."""
         lemma = self._lemmas.get(token)
         if lemma is None:
-            lemmas = self._reader._morphy(token, "n")
-            lemma = self._lemmas[token] = min(lemmas, key=len) if lemmas else token
+            lemma = self._lemmas[token] = noun_lemma(self._reader, token)
         return lemma
 
     def words(self, text: str) -> list[str]:

@@ -11,6 +11,7 @@ No."; a question without a figure is asked text-only (the original script stops 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,6 +33,11 @@ QUESTION_FILE = "HallusionBench.json"
 FIGURE_FOLDER = "hallusion_bench"  # what the released figure zip unpacks to
 KEY_FIELDS = ("category", "subcategory", "visual_input", "set_id", "figure_id", "question_id")
 ANSWERS = {"1": "yes", "0": "no"}
+ALLOWED = {"category": ("VD", "VS"), "visual_input": ("0", "1", "2")}
+NUMBERED = ("set_id", "figure_id", "question_id")
+# What the official GPT-4 judge calls "unclear" when a model declines to answer, read by rule.
+UNCERTAIN = re.compile(r"\b(not sure|uncertain|unclear|cannot (?:tell|determine|be determined|answer|say)|can't (?:tell|determine|say)|"
+                       r"(?:do not|don't) know|impossible to (?:tell|determine|say)|unable to (?:tell|determine|answer))\b")
 
 
 def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...]) -> BenchmarkData:
@@ -40,10 +46,9 @@ def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...])
     data = BenchmarkData(str(path), image_folder=figures if figures.is_dir() else benchmark_dir)
     for location, record in json_array_records(path, data.problems):
         fields = RecordFields(location, record, data.problems, "question_id")
-        for name in KEY_FIELDS:
-            fields.get(name, str)
+        _key_fields(fields)
         question = fields.get("question", str)
-        _answer(fields, record)
+        _answer(fields)
         filename = fields.get("filename", str, optional=True)
         if fields.ok and (filename is None) != (record["visual_input"] == "0"):
             fields.report("filename", "must be null exactly when visual_input is \"0\" (a question without a figure)")
@@ -55,7 +60,19 @@ def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...])
     return data
 
 
-def _answer(fields: RecordFields, record: Any) -> str | None:
+def _key_fields(fields: RecordFields) -> None:
+    """The fields the groups are keyed by: strings, the ids numbers, category and visual_input known."""
+    for name in KEY_FIELDS:
+        value = fields.get(name, str)
+        if value is None:
+            continue
+        if name in ALLOWED and value not in ALLOWED[name]:
+            fields.report(name, f"must be one of {', '.join(ALLOWED[name])}, found {value!r}")
+        if name in NUMBERED and not value.isdigit():
+            fields.report(name, f"must be a number (as a string), found {value!r}")
+
+
+def _answer(fields: RecordFields) -> str | None:
     answer = fields.get("gt_answer", str)
     if answer is not None and answer not in ANSWERS:
         fields.report("gt_answer", f'must be "1" (yes) or "0" (no), found {answer!r}')
@@ -67,16 +84,21 @@ def check(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOp
     problems: list[Problem] = []
     for location, record in records:
         fields = RecordFields(location, record, problems, "idx")
-        for name in KEY_FIELDS:
-            fields.get(name, str)
-        _answer(fields, record)
+        _key_fields(fields)
+        _answer(fields)
     return problems
 
 
+UNPARSED = -1
+
+
 def _judgement(response: str, truth: str) -> int:
-    """The official scale: 1 correct, 0 wrong, 2 uncertain (here: no single yes or no found)."""
+    """The official scale, 1 correct, 0 wrong, 2 uncertain (the model declined: "I cannot tell"),
+    and UNPARSED for an answer that is none of these (empty, both yes and no...): wrong."""
     answer = strict_yes_no(response)
-    return 2 if answer is None else int(answer == truth)
+    if answer is not None:
+        return int(answer == truth)
+    return 2 if UNCERTAIN.search(response.lower()) else UNPARSED
 
 
 def _is_correct(record: dict[str, Any], judgement: int) -> bool:
@@ -86,12 +108,13 @@ def _is_correct(record: dict[str, Any], judgement: int) -> bool:
     return judgement == 1 or (no_figure and judgement == 2)
 
 
-def _all_correct_share(rows: Iterable[tuple[tuple[str, ...], bool]]) -> tuple[float, int]:
-    """The share of groups whose every member is correct, and the number of groups."""
+def _all_correct_share(rows: Iterable[tuple[tuple[str, ...], bool]]) -> tuple[float | None, int]:
+    """The share of groups whose every member is correct (None without any group), and the
+    number of groups."""
     groups: dict[tuple[str, ...], bool] = defaultdict(lambda: True)
     for key, correct in rows:
         groups[key] &= correct
-    return percentage(sum(groups.values()), len(groups)), len(groups)
+    return (percentage(sum(groups.values()), len(groups)) if groups else None), len(groups)
 
 
 def score(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOptions) -> BenchmarkScores:
@@ -114,22 +137,29 @@ def score(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOp
     figure_accuracy, figures = _all_correct_share(
         ((row["category"], row["subcategory"], row["set_id"], row["figure_id"]), row["correct"])
         for row in rows if not (row["category"] == "VS" and int(row["figure_id"]) == 0))
-    easy, _ = _all_correct_share((question_key(row), row["correct"]) for row in rows if row["visual_input"] != "2")
-    hard, _ = _all_correct_share((question_key(row), row["correct"]) for row in rows if row["visual_input"] == "2")
-    unparsed = sum(row["judgement"] == 2 for row in rows)
+    easy, easy_groups = _all_correct_share((question_key(row), row["correct"]) for row in rows if row["visual_input"] != "2")
+    hard, hard_groups = _all_correct_share((question_key(row), row["correct"]) for row in rows if row["visual_input"] == "2")
+    uncertain = sum(row["judgement"] == 2 for row in rows)
+    unparsed = sum(row["judgement"] == UNPARSED for row in rows)
     scores = {
         "qAcc": question_accuracy,
         "fAcc": figure_accuracy,
         "easy_qAcc": easy,
         "hard_qAcc": hard,
         "aAcc": percentage(sum(correct_flags), len(rows)),
+        "uncertain": percentage(uncertain, len(rows)),
         "unparsed": percentage(unparsed, len(rows)),
     }
-    notes = ["HallusionBench: answers read by rule (a single yes or no among the words; otherwise uncertain, which counts "
-             "as wrong except for VS questions asked without their figure), where the official evaluation asks GPT-4 to "
-             "compare each answer with gt_answer_details"]
-    return BenchmarkScores(scores, rows, {"questions": len(rows), "question_groups": questions, "figures": figures,
-                                          "unparsed": unparsed}, notes)
+    left_out = [name for name, value in scores.items() if value is None]
+    notes = ["HallusionBench: answers read by rule (yes or no when exactly one of the words appears; \"uncertain\" when "
+             "the model declines, e.g. \"I cannot tell\", which counts as right only for VS questions asked without their "
+             "figure; anything else unparsed and wrong), where the official evaluation asks GPT-4 to compare each answer "
+             "with gt_answer_details"]
+    if left_out:
+        notes.append(f"HallusionBench: {', '.join(left_out)} left out: no question of that kind in the file")
+    counts = {"questions": len(rows), "question_groups": questions, "figures": figures, "easy_groups": easy_groups,
+              "hard_groups": hard_groups, "uncertain": uncertain, "unparsed": unparsed}
+    return BenchmarkScores({name: value for name, value in scores.items() if value is not None}, rows, counts, notes)
 
 
 BENCHMARK = Benchmark(

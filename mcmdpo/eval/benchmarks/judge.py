@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcmdpo.files import AppendLog, DamagedLogError
+
 # Seconds before the second attempt; doubled for each further one, up to MAX_BACKOFF_S.
 BACKOFF_S = 2.0
 MAX_BACKOFF_S = 60.0
@@ -108,37 +110,25 @@ def request_key(model: str, prompt: str) -> str:
 
 
 class JudgeCache:
-    """Judge replies by request key, one JSON line each, appended and flushed as they come.
-
-    A partial last line (a write cut short) is cut away on opening; a damaged line elsewhere is an
-    error, as that file is then not one this code wrote."""
+    """Judge replies by request key, one JSON line each, appended and synced as they come
+    (:class:`~mcmdpo.files.AppendLog`: a partial last line is cut away on opening)."""
 
     def __init__(self, path: Path):
-        self.path = path
+        self.log = AppendLog(path)
         self.entries: dict[str, dict[str, Any]] = {}
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            with path.open("r+b") as handle:
-                handle.truncate(end)
-        for number, line in enumerate(data[:end].splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                self.entries[entry["key"]] = entry
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-                raise JudgeError(f"{path}, line {number}: not a judge cache entry ({error}); move the file away to "
-                                 "judge everything again") from None
+        try:
+            records = self.log.read()
+        except DamagedLogError as error:
+            raise JudgeError(f"{error}; move the file away to judge everything again") from None
+        for number, entry in enumerate(records, start=1):
+            if not isinstance(entry.get("key"), str) or not isinstance(entry.get("reply"), str):
+                raise JudgeError(f"{path}, entry {number}: not a judge cache entry (needs 'key' and 'reply' strings); "
+                                 "move the file away to judge everything again")
+            self.entries[entry["key"]] = entry
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
 
     def add(self, entry: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self.log.append([entry])
         self.entries[entry["key"]] = entry

@@ -27,13 +27,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mcmdpo.data.records import Problem, RecordLocation, TestExample
+from mcmdpo.files import beside, write_text_atomically
 from mcmdpo.eval.benchmarks.base import (
     Benchmark,
     BenchmarkData,
     BenchmarkScores,
     RecordFields,
     ScoreOptions,
-    json_lines_records,
+    released_records,
     percentage,
     require_files,
     without,
@@ -61,7 +62,7 @@ def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...])
     data.problems += require_files(benchmark_dir, [QUESTION_FILE], "MMHal-Bench questions with their images, as RLAIF-V ships them")
     if data.problems:
         return data
-    for location, record in json_lines_records(path, data.problems):
+    for location, record in released_records(path, data.problems):
         fields = RecordFields(location, record, data.problems, "image_id")
         _scored_fields(fields)
         fields.get("question_topic", str, optional=True)
@@ -128,25 +129,19 @@ def official_rating(reply: str) -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def _beside(output: Path, suffix: str) -> Path:
-    return output.with_name(output.name.removesuffix(".jsonl").removesuffix(".json") + suffix)
-
-
 def judge_input_path(output: Path) -> Path:
-    return _beside(output, ".mmhal_bench.judge_input.json")
+    return beside(output, ".mmhal_bench.judge_input.json")
 
 
 def judge_cache_path(output: Path) -> Path:
-    return _beside(output, ".mmhal_bench.judge.jsonl")
+    return beside(output, ".mmhal_bench.judge.jsonl")
 
 
 def write_judge_input(path: Path, records: list[dict[str, Any]]) -> None:
     """The official ``response_template.json`` layout: its keys in its order, ``model_answer`` ours."""
     rows = [{**{name: record[name] for name in TEMPLATE_FIELDS if name in record}, "model_answer": record["response"]}
             for record in records]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(rows, indent=4, ensure_ascii=False) + "\n")
 
 
 def check(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOptions) -> list[Problem]:
@@ -176,7 +171,7 @@ def score(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOp
     if not options.judge_url:
         notes.append(f"MMHal-Bench is scored by an LLM judge, and none was given: pass --judge_url (an OpenAI-compatible "
                      f"endpoint), or run the official script: python eval_gpt4.py --response {judge_input} "
-                     f"--evaluation {_beside(output, '.mmhal_bench.evaluation.json')} --api-key KEY")
+                     f"--evaluation {beside(output, '.mmhal_bench.evaluation.json')} --api-key KEY")
         return BenchmarkScores({}, [], {"responses": len(records)}, notes)
 
     template = official_template(options.benchmark_dir)
@@ -195,7 +190,7 @@ def score(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOp
             except JudgeError as error:
                 judged = sum(cache.get(k) is not None for k in keys)
                 raise JudgeError(f"{error}. {judged} of {len(keys)} records are judged and kept in "
-                                 f"{cache.path}: run get_score again to judge the rest") from None
+                                 f"{cache.log.path}: run get_score again to judge the rest") from None
             cache.add({"key": key, "model": client.model, "line": lines[key], "rating": official_rating(reply), "reply": reply})
             progress.update(1)
 
@@ -244,4 +239,6 @@ BENCHMARK = Benchmark(
     read=read,
     score=score,
     check=check,
+    score_inputs=("benchmark_dir", "judge"),
+    embedded_images=True,
 )

@@ -23,7 +23,7 @@ from mcmdpo.eval.benchmarks.base import (
     BenchmarkScores,
     RecordFields,
     ScoreOptions,
-    json_lines_records,
+    released_records,
     require_files,
     without,
 )
@@ -55,7 +55,7 @@ def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...])
     data.problems += require_files(benchmark_dir, [QUESTION_FILE], "Object HalBench questions, RLAIF-V's eval/data")
     if data.problems:
         return data
-    for location, record in json_lines_records(path, data.problems):
+    for location, record in released_records(path, data.problems):
         fields = RecordFields(location, record, data.problems, "image_id")
         image_id = _image_id(fields)
         question = fields.get("question", str)
@@ -180,4 +180,6 @@ BENCHMARK = Benchmark(
     read=read,
     score=score,
     check=check,
+    score_inputs=("benchmark_dir", "coco_annotations"),
+    embedded_images=True,
 )

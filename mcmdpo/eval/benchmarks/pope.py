@@ -24,7 +24,7 @@ from mcmdpo.eval.benchmarks.base import (
     BenchmarkScores,
     RecordFields,
     ScoreOptions,
-    json_lines_records,
+    released_records,
     without,
 )
 
@@ -37,10 +37,12 @@ def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...])
     splits = parts or SPLITS
     question_files = [benchmark_dir / QUESTION_FILE.format(split) for split in splits]
     if any(path.is_file() for path in question_files):
-        return _read_question_files(question_files, splits, image_folder)
-    parquet_files = sorted(benchmark_dir.rglob("*.parquet"))
+        return _report_repeats(_read_question_files(question_files, splits, image_folder))
+    # The hub repository holds the 9,000 questions twice: data/test-*.parquet (what the original
+    # script loads, the default configuration) and Full/<split>-*.parquet.
+    parquet_files = sorted(benchmark_dir.glob("data/test-*.parquet")) or sorted(benchmark_dir.rglob("*.parquet"))
     if parquet_files:
-        return _read_parquet_export(parquet_files, splits)
+        return _report_repeats(_read_parquet_export(parquet_files, splits))
     expected = ", ".join(path.name for path in question_files)
     return BenchmarkData(str(benchmark_dir), problems=[Problem(
         str(benchmark_dir), f"no POPE files: expected the question files {expected} or the lmms-lab/POPE parquet export")])
@@ -51,7 +53,7 @@ def _read_question_files(paths: list[Path], splits: tuple[str, ...], image_folde
     if image_folder is None:
         data.problems.append(Problem(str(paths[0]), "POPE's question files name COCO val2014 images: pass --image_folder"))
     for path, split in zip(paths, splits):
-        for location, record in json_lines_records(path, data.problems):
+        for location, record in released_records(path, data.problems):
             fields = RecordFields(location, record, data.problems, "question_id")
             question_id = fields.get("question_id", (int, str))
             image = fields.get("image", str)
@@ -86,6 +88,19 @@ def _read_parquet_export(paths: list[Path], splits: tuple[str, ...]) -> Benchmar
     return data
 
 
+def _report_repeats(data: BenchmarkData) -> BenchmarkData:
+    """A question twice in one split (two copies of the export in one folder) would be answered
+    and scored twice."""
+    first: dict[tuple[str, Any], RecordLocation] = {}
+    for example in data.examples:
+        key = (example.record["category"], example.idx)
+        if key in first:
+            data.problems.append(Problem(example.location.file, f"the {key[0]} question {key[1]!r} again (first: {first[key]}); "
+                                         "point --benchmark_dir at one copy", example.location, example.idx, "question_id"))
+        first.setdefault(key, example.location)
+    return data
+
+
 def _label(fields: RecordFields, name: str) -> str | None:
     label = fields.get(name, str)
     if label is not None and label.strip().lower() not in LABELS:
@@ -101,7 +116,7 @@ def score(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOp
     by_split: dict[str, list[tuple[str, str]]] = defaultdict(list)
     rows = []
     for location, record in records:
-        label = str(record.get("label", record.get("answer"))).strip().lower()
+        label = record[_label_field(record)].strip().lower()
         prediction = pope_yes_no(record["response"])
         split = record.get("category", "all")
         overall.append((prediction, label))
@@ -118,10 +133,16 @@ def check_labels(records: list[tuple[RecordLocation, dict[str, Any]]], options: 
     """Every output record needs its yes/no label (``label``, or ``answer`` in the lmms-lab export)."""
     problems = []
     for location, record in records:
-        label = record.get("label", record.get("answer"))
+        name = _label_field(record)
+        label = record.get(name)
         if not isinstance(label, str) or label.strip().lower() not in LABELS:
-            problems.append(Problem(location.file, f"must be yes or no, found {label!r}", location, record.get("question_id"), "label"))
+            problems.append(Problem(location.file, f"must be yes or no, found {label!r}", location, record.get("question_id"), name))
     return problems
+
+
+def _label_field(record: dict[str, Any]) -> str:
+    """Where an output record's label is: ``label`` (the question files) or ``answer`` (lmms-lab)."""
+    return "answer" if "label" not in record and "answer" in record else "label"
 
 
 BENCHMARK = Benchmark(

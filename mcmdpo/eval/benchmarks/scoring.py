@@ -2,38 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from mcmdpo.data.records import DataValidationError
+from mcmdpo.data.records import DataValidationError, Problem
+from mcmdpo.files import beside, json_lines, write_text_atomically
 from mcmdpo.eval.benchmarks.base import Benchmark, ScoreOptions, read_outputs
 
 
 def record_scores_path(path: Path, benchmark: str) -> Path:
     """``NAME.<benchmark>.scores.jsonl`` beside the output."""
-    return path.with_name(path.name.removesuffix(".jsonl").removesuffix(".json") + f".{benchmark}.scores.jsonl")
-
-
-def write_jsonl_atomically(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Written whole to a temporary file, then renamed: a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    tmp.replace(path)
-    return path
+    return beside(path, f".{benchmark}.scores.jsonl")
 
 
 def score_benchmark_file(path: Path, benchmark: Benchmark, options: ScoreOptions, write_record_scores: bool = True) -> dict[str, Any]:
     """The summary of one output file: scores (and per group), counts, units and notes. Every
     problem of the file (and of the options it needs) is reported before anything is scored."""
-    records = read_outputs(path, ())
+    records = read_outputs(path)
     problems = benchmark.check(records, options)
+    failing = {problem.location for problem in problems}
+    fields = {problem.field for problem in problems}
+    if len(records) > 1 and failing == {location for location, _ in records} and len(fields) == 1:
+        # Every record fails the same way: most likely another kind of output, so one line says it.
+        problems = [Problem(str(path), f"no record has a valid '{fields.pop()}' (line 1: {problems[0].message}): "
+                                       f"is this an output of {benchmark.name}?")]
     if problems:
         raise DataValidationError(problems)
     result = benchmark.score(records, options)
-    if write_record_scores:
-        write_jsonl_atomically(record_scores_path(path, benchmark.name), result.per_record)
+    if write_record_scores and result.per_record:  # a judge-less MMHal run scores nothing: an earlier file stays
+        write_text_atomically(record_scores_path(path, benchmark.name), json_lines(result.per_record))
     return {
         "file": str(path),
         "benchmark": benchmark.name,

@@ -1,0 +1,76 @@
+"""Writing outputs so that nothing already written is lost: whole files replaced atomically, and
+JSON Lines logs appended line by line that an interrupted run can resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def beside(path: Path, suffix: str) -> Path:
+    """A file next to ``path`` named after it: ``out.jsonl`` + ``.pope.scores.jsonl``."""
+    return path.with_name(path.name.removesuffix(".jsonl").removesuffix(".json") + suffix)
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write a uniquely named temporary file beside ``path``, push it to disk, then rename it over
+    ``path``: a reader (or a crash) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(handle.name).replace(path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def json_lines(rows: Iterable[Any]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+class DamagedLogError(ValueError):
+    """A line of a log that is not a JSON record: the file is not one this code wrote."""
+
+
+class AppendLog:
+    """A JSON Lines file written one whole line at a time and synced, so that a crash loses at
+    most the lines in flight. Reading it back cuts away a partial last line (a write cut short);
+    a damaged line elsewhere is an error naming it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with self.path.open("r+b") as handle:
+                handle.truncate(end)
+        records = []
+        for number, line in enumerate(data[:end].splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise DamagedLogError(f"{self.path}, line {number}: not a JSON record ({error})") from None
+            if not isinstance(record, dict):
+                raise DamagedLogError(f"{self.path}, line {number}: not a JSON object")
+            records.append(record)
+        return records
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json_lines(records))
+            handle.flush()
+            os.fsync(handle.fileno())
