@@ -139,7 +139,7 @@ RESPONSES = {
     1005: "Yes", 1006: "No",    # state: both right
     1007: "Yes.", 1008: "No",   # number: "Yes." is not "Yes": wrong
     1009: "No", 1010: "Yes",    # action: both wrong
-    8633: "No", 8634: " No\n", 8635: "Yes", 8636: "Yes.",  # existence: all truths "no"; whitespace is stripped
+    8633: "No", 8634: "No", 8635: "Yes", 8636: "Yes.",  # existence: all truths "no"
     13557: "Yes", 13558: "no",  # relation: "no" is not "No": wrong
 }
 
@@ -152,6 +152,8 @@ def test_yes_no_metrics_match_a_hand_computation(amber_dir):
     # answered "No" 5 times (1006 1008 1009 8633 8634), 4 of them truly no: 4/5.001 = 79.98 -> 80.0
     # truth "no" 8 times, 4 answered "No": 4/8.001 = 49.99 -> 50.0; F1 = 2*.8*.5/(.8+.5+1e-4) = 61.53 -> 61.5
     assert result.scores == {"Accuracy": 50.0, "Precision": 80.0, "Recall": 50.0, "F1": 61.5}
+    # compared as they are, as inference.py compares them: " No\n" is not "No"
+    assert amber.score_with(outputs({8634: " No\n"}), resources_of(amber_dir)).scores["Accuracy"] == 0.0
     assert list(result.groups) == ["existence", "attribute", "state", "number", "action", "relation"]
     # existence: 2/4.001 right = 50.0; P = 2/2.001 = 99.95 -> 100.0; R = 50.0;
     # F1 with its eps 1e-3: 2*1*.5/(1.5+1e-3) = 66.62 -> 66.6 (66.7 with 1e-4)
