@@ -135,6 +135,15 @@ def require_files(directory: Path, names: list[str], what: str) -> list[Problem]
     return [Problem(str(directory / name), f"file not found ({what})") for name in names if not (directory / name).is_file()]
 
 
+def open_release(benchmark_dir: Path, file_name: str, what: str) -> tuple[BenchmarkData, list[tuple[RecordLocation, Any]]]:
+    """A benchmark's question file: the data to fill (a problem if the file is missing, naming
+    ``what`` it is) and its raw records with their positions."""
+    path = benchmark_dir / file_name
+    data = BenchmarkData(str(path))
+    data.problems += require_files(benchmark_dir, [file_name], what)
+    return data, ([] if data.problems else released_records(path, data.problems))
+
+
 def read_json_value(path: Path, problems: list[Problem]) -> Any:
     """A whole JSON file (a released array or object); None with a problem when unreadable."""
     try:

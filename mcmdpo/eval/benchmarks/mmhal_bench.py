@@ -34,9 +34,8 @@ from mcmdpo.eval.benchmarks.base import (
     BenchmarkScores,
     RecordFields,
     ScoreOptions,
-    released_records,
+    open_release,
     percentage,
-    require_files,
     without,
 )
 from mcmdpo.eval.benchmarks.judge import (
@@ -57,12 +56,8 @@ UNITS = {"average_score": "points (0-6)"}
 
 
 def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...]) -> BenchmarkData:
-    path = benchmark_dir / QUESTION_FILE
-    data = BenchmarkData(str(path))
-    data.problems += require_files(benchmark_dir, [QUESTION_FILE], "MMHal-Bench questions with their images, as RLAIF-V ships them")
-    if data.problems:
-        return data
-    for location, record in released_records(path, data.problems):
+    data, records = open_release(benchmark_dir, QUESTION_FILE, "MMHal-Bench questions with their images, as RLAIF-V ships them")
+    for location, record in records:
         fields = RecordFields(location, record, data.problems, "image_id")
         _scored_fields(fields)
         fields.get("question_topic", str, optional=True)

@@ -23,8 +23,7 @@ from mcmdpo.eval.benchmarks.base import (
     BenchmarkScores,
     RecordFields,
     ScoreOptions,
-    released_records,
-    require_files,
+    open_release,
     without,
 )
 from mcmdpo.eval.benchmarks.chair import (
@@ -50,12 +49,8 @@ JUDGE_FREE_NOTE = (
 
 
 def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...]) -> BenchmarkData:
-    path = benchmark_dir / QUESTION_FILE
-    data = BenchmarkData(str(path))
-    data.problems += require_files(benchmark_dir, [QUESTION_FILE], "Object HalBench questions, RLAIF-V's eval/data")
-    if data.problems:
-        return data
-    for location, record in released_records(path, data.problems):
+    data, records = open_release(benchmark_dir, QUESTION_FILE, "Object HalBench questions, RLAIF-V's eval/data")
+    for location, record in records:
         fields = RecordFields(location, record, data.problems, "image_id")
         image_id = _image_id(fields)
         question = fields.get("question", str)
