@@ -91,13 +91,13 @@ def hallucination_section(per_seed: PerSeed) -> list[str]:
         "",
         *table(aggregate(per_seed), format_cell, HALLUCINATION_METRICS),
         "",
-        claim(per_seed, "base", "sft", "chair_i", "SFT hallucinates fewer objects than the untrained model (chair_i)"),
+        claim(per_seed, "sft", "base", "object_recall", "SFT names the objects in the image (object_recall; the untrained model names none)"),
         claim(per_seed, "dpo", "mcmdpo", "chair_i", "MCM-DPO hallucinates fewer objects than DPO (chair_i)"),
         claim(per_seed, "dpo", "mcmdpo", "chair_s", "MCM-DPO writes fewer alt-texts with a hallucinated object than DPO (chair_s)"),
         claim(per_seed, "sft", "mcmdpo", "chair_i", "MCM-DPO hallucinates fewer objects than its SFT starting point (chair_i)"),
         "",
-        "Each line reads \"the second model hallucinates less\": the first model's rate is the larger one. Plot:",
-        "`hallucination.png`.",
+        "In the CHAIR lines the first model named is the one whose rate would be the larger if the claim held.",
+        "Plot: `hallucination.png`.",
         "",
     ]
 
