@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The end-to-end demo on a laptop CPU (about 5.5 minutes): at each of three seeds, a tiny random
+# The end-to-end demo on a laptop CPU (about 6 minutes): at each of three seeds, a tiny random
 # LLaVA and the synthetic alt-text data; SFT; DPO and MCM-DPO from the same SFT checkpoint;
 # inference with base, SFT, DPO and MCM-DPO on the test split; COCO scoring; held-out preference
-# evaluation; then over the seeds summary.json, report.md and plots (see mcmdpo/demo.py).
+# evaluation; object hallucination (CHAIR) of the alt-text; then over the seeds summary.json,
+# report.md and plots (see mcmdpo/demo.py).
 #   OUTPUT_DIR   where everything is written (runs/quickstart)
 #   EXTRA_ARGS   flags of python -m mcmdpo.demo, e.g. "--seeds 0 1 2 3 4 --pref_steps 200"
 set -euo pipefail
