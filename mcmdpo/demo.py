@@ -125,7 +125,8 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
         preferences = evaluate_preferences(checkpoints[name], data / "pref_test.json", data / "image", show_progress=False)
         summary[name] = {key: scores["scores"][source] for key, source in SCORE_NAMES.items()}
         summary[name].update({key: value for key, value in preferences.items() if key != "num_records"})
-        summary[name].update(hallucination_check(checkpoints[name], data, out / "predictions" / "objhal" / f"{name}.jsonl", config))
+        if config.num_objhal_images:
+            summary[name].update(hallucination_check(checkpoints[name], data, out / "predictions" / "objhal" / f"{name}.jsonl", config))
     timings["evaluation_s"] = time.perf_counter() - began
     return summary, checkpoints, timings
 
@@ -176,12 +177,13 @@ def run(config: DemoConfig) -> dict[str, Any]:
          ("held-out accuracies", ("preference_accuracy", "image_accuracy", "context_accuracy"))],
         out / "margins.png",
     )
-    plot_spread(
-        per_seed,
-        [("object hallucination in the alt-text (CHAIR, %; lower is better)", ("chair_s", "chair_i")),
-         ("objects of the image mentioned (%)", ("object_recall",))],
-        out / "hallucination.png",
-    )
+    if config.num_objhal_images:
+        plot_spread(
+            per_seed,
+            [("object hallucination in the alt-text (CHAIR, %; lower is better)", ("chair_s", "chair_i")),
+             ("objects of the image mentioned (%)", ("object_recall",))],
+            out / "hallucination.png",
+        )
     plot_demo_curves(curves, out / "training_curves.png")
     (out / "report.md").write_text(render_report(per_seed, asdict(config), timings))
     return summary

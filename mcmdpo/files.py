@@ -25,11 +25,19 @@ def write_text_atomically(path: Path, text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        # The temporary file is private (0600); the result gets the mode a plain write would give.
+        os.chmod(handle.name, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         Path(handle.name).replace(path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def json_lines(rows: Iterable[Any]) -> str:

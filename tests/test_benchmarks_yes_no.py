@@ -162,7 +162,9 @@ def test_pope_lmms_lab_parquet_export(tiny_checkpoint, tmp_path):
     assert set(json.loads(summary.read_text())[0]["groups"]) == {"random"}
     # Two copies in one folder: each question would be asked twice, so it is an error.
     pq.write_table(pa.Table.from_pylist(rows[3:]), folder / "test-00001-of-00001.parquet")
-    problems = pope.read(tmp_path / "POPE", None, ()).problems
+    data = pope.read(tmp_path / "POPE", None, ())
+    assert [e.idx for e in data.examples] == ["1", "2", "3", "4"]  # the repeat is left out (--skip_bad_records)
+    problems = data.problems
     assert [str(p) for p in problems] == [f"{folder / 'test-00001-of-00001.parquet'}, row 0 (idx='4'), field 'question_id': the random "
                                           f"question '4' again (first: {folder / 'test-00000-of-00001.parquet'}, row 3); "
                                           "point --benchmark_dir at one copy"]
@@ -252,6 +254,10 @@ def test_yes_no_extraction_rules():
     assert [pope_yes_no(t) for t in ("No", "no.", "Not sure", "I do not see one", "NO", "", "Yes, no doubt")] == [
         "no", "no", "yes", "no", "yes", "yes", "no"]
     assert [strict_yes_no(t) for t in ("Yes.", "no", "Yes and no", "The eyes are open", "NO!")] == ["yes", "no", None, None, "no"]
+    # a refusal that says "no" declines; it does not answer no
+    judged = [hallusionbench._judgement(text, "no") for text in (
+        "There is no chart provided, so I cannot tell.", "I can’t determine that.", "Not enough information.", "No.", "")]
+    assert judged == [2, 2, 2, 1, hallusionbench.UNPARSED]
 
 
 def test_resume_after_an_interruption(tiny_checkpoint, pope_release, tmp_path):
@@ -328,5 +334,21 @@ def test_flags_a_benchmark_does_not_read_are_refused(tmp_path, capsys):
     # every record of another benchmark's output fails the same way: one line says so
     output.write_text("".join(json.dumps({"id": i, "response": "Yes"}) + "\n" for i in range(3)))
     assert scoring.main(["--benchmark", "pope", "--file", str(output)]) == 2
-    assert "pope.jsonl: no record has a valid 'label' (line 1: must be yes or no, found None): is this an output of pope?" in (
-        capsys.readouterr().err)
+    assert "no record has a valid 'label' (" in (err := capsys.readouterr().err)
+    assert "pope.jsonl, line 1: must be yes or no, found None): is this an output of pope?" in (
+        err)
+
+
+def test_atomic_writes_keep_a_plain_files_permissions(tmp_path):
+    import os
+
+    from mcmdpo.files import write_text_atomically
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_text_atomically(tmp_path / "new.txt", "y")
+    assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not the temporary file's 0600
+    os.chmod(plain, 0o640)
+    write_text_atomically(plain, "z")
+    assert plain.read_text() == "z" and plain.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "plain.txt"]  # no temporary left behind

@@ -199,7 +199,8 @@ def plot_scores(summaries: list[dict[str, Any]], path: str | Path, title: str = 
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * max(1, len(summaries) / 2)), 4))
     for row, summary in enumerate(summaries):
         xs = [i + row * width for i in range(len(metrics))]
-        axis.bar(xs, [summary["scores"].get(m, 0.0) for m in metrics], width, label=Path(summary["file"]).stem)
+        # A metric a file lacks (a benchmark leaves out what it has no question for) gets no bar, not a 0.
+        axis.bar(xs, [summary["scores"].get(m, float("nan")) for m in metrics], width, label=Path(summary["file"]).stem)
     axis.set_xticks([i + width * (len(summaries) - 1) / 2 for i in range(len(metrics))])
     units = {name: unit for summary in summaries for name, unit in summary.get("units", {}).items()}
     axis.set_xticklabels([f"{m}\n({units[m]})" if m in units else m for m in metrics])

@@ -35,9 +35,13 @@ KEY_FIELDS = ("category", "subcategory", "visual_input", "set_id", "figure_id", 
 ANSWERS = {"1": "yes", "0": "no"}
 ALLOWED = {"category": ("VD", "VS"), "visual_input": ("0", "1", "2")}
 NUMBERED = ("set_id", "figure_id", "question_id")
-# What the official GPT-4 judge calls "unclear" when a model declines to answer, read by rule.
-UNCERTAIN = re.compile(r"\b(not sure|uncertain|unclear|cannot (?:tell|determine|be determined|answer|say)|can't (?:tell|determine|say)|"
-                       r"(?:do not|don't) know|impossible to (?:tell|determine|say)|unable to (?:tell|determine|answer))\b")
+# What the official GPT-4 judge calls "unclear": the model declines to answer. Read by rule, and
+# before any yes or no ("There is no chart, so I cannot tell" declines; it does not answer no).
+UNCERTAIN = re.compile(
+    r"\b(not sure|uncertain|unclear|(?:cannot|can ?not|can't|unable to|impossible to|not possible to) "
+    r"(?:tell|determine|be determined|answer|say|know|confirm|verify)|(?:do not|don't) know|"
+    r"not enough (?:information|context|data)|no (?:chart|figure|image|table|map|graph|picture|data) "
+    r"(?:is |was )?(?:provided|given|shown|available|attached))\b")
 
 
 def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...]) -> BenchmarkData:
@@ -95,10 +99,10 @@ UNPARSED = -1
 def _judgement(response: str, truth: str) -> int:
     """The official scale, 1 correct, 0 wrong, 2 uncertain (the model declined: "I cannot tell"),
     and UNPARSED for an answer that is none of these (empty, both yes and no...): wrong."""
+    if UNCERTAIN.search(response.lower().replace("\u2019", "'")):
+        return 2
     answer = strict_yes_no(response)
-    if answer is not None:
-        return int(answer == truth)
-    return 2 if UNCERTAIN.search(response.lower()) else UNPARSED
+    return UNPARSED if answer is None else int(answer == truth)
 
 
 def _is_correct(record: dict[str, Any], judgement: int) -> bool:

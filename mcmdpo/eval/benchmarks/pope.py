@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mcmdpo.data.reading import read_raw_records
 from mcmdpo.data.records import ImageRef, Problem, RecordLocation, TestExample
 from mcmdpo.eval.benchmarks.answers import BinaryCounts, pope_yes_no
 from mcmdpo.eval.benchmarks.base import (
@@ -39,10 +40,15 @@ def read(benchmark_dir: Path, image_folder: Path | None, parts: tuple[str, ...])
     if any(path.is_file() for path in question_files):
         return _report_repeats(_read_question_files(question_files, splits, image_folder))
     # The hub repository holds the 9,000 questions twice: data/test-*.parquet (what the original
-    # script loads, the default configuration) and Full/<split>-*.parquet.
-    parquet_files = sorted(benchmark_dir.glob("data/test-*.parquet")) or sorted(benchmark_dir.rglob("*.parquet"))
+    # script loads, the default configuration) and Full/<split>-*.parquet; its parquet-converted
+    # branch has them under default/test/. The default configuration is read where it is found.
+    parquet_files = (sorted(benchmark_dir.glob("data/test-*.parquet")) or sorted(benchmark_dir.glob("default/test/*.parquet"))
+                     or sorted(benchmark_dir.rglob("*.parquet")))
     if parquet_files:
-        return _report_repeats(_read_parquet_export(parquet_files, splits))
+        data = _report_repeats(_read_parquet_export(parquet_files, splits))
+        if image_folder is not None:
+            data.problems.insert(0, Problem(str(benchmark_dir), "--image_folder: the parquet export holds its images"))
+        return data
     expected = ", ".join(path.name for path in question_files)
     return BenchmarkData(str(benchmark_dir), problems=[Problem(
         str(benchmark_dir), f"no POPE files: expected the question files {expected} or the lmms-lab/POPE parquet export")])
@@ -66,8 +72,6 @@ def _read_question_files(paths: list[Path], splits: tuple[str, ...], image_folde
 
 
 def _read_parquet_export(paths: list[Path], splits: tuple[str, ...]) -> BenchmarkData:
-    from mcmdpo.data.reading import read_raw_records
-
     data = BenchmarkData(", ".join(path.name for path in paths))
     for path in paths:
         records, problems, _ = read_raw_records(path)
@@ -90,14 +94,18 @@ def _read_parquet_export(paths: list[Path], splits: tuple[str, ...]) -> Benchmar
 
 def _report_repeats(data: BenchmarkData) -> BenchmarkData:
     """A question twice in one split (two copies of the export in one folder) would be answered
-    and scored twice."""
+    and scored twice: each repeat is a problem, and left out (``--skip_bad_records``)."""
     first: dict[tuple[str, Any], RecordLocation] = {}
+    kept = []
     for example in data.examples:
         key = (example.record["category"], example.idx)
         if key in first:
             data.problems.append(Problem(example.location.file, f"the {key[0]} question {key[1]!r} again (first: {first[key]}); "
                                          "point --benchmark_dir at one copy", example.location, example.idx, "question_id"))
-        first.setdefault(key, example.location)
+            continue
+        first[key] = example.location
+        kept.append(example)
+    data.examples = kept
     return data
 
 

@@ -24,7 +24,7 @@ def score_benchmark_file(path: Path, benchmark: Benchmark, options: ScoreOptions
     fields = {problem.field for problem in problems}
     if len(records) > 1 and failing == {location for location, _ in records} and len(fields) == 1:
         # Every record fails the same way: most likely another kind of output, so one line says it.
-        problems = [Problem(str(path), f"no record has a valid '{fields.pop()}' (line 1: {problems[0].message}): "
+        problems = [Problem(str(path), f"no record has a valid '{fields.pop()}' ({problems[0].location}: {problems[0].message}): "
                                        f"is this an output of {benchmark.name}?")]
     if problems:
         raise DataValidationError(problems)
