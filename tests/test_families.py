@@ -5,6 +5,7 @@ and chat template, tiny random weights), through the same entry points users run
 from __future__ import annotations
 
 import json
+import shutil
 import pickle
 from pathlib import Path
 
@@ -303,3 +304,23 @@ def test_a_record_holding_the_models_own_image_placeholder_is_named(family_check
                        "--max_steps", "1", *COMMON]) == 2
     error = capsys.readouterr().err
     assert "idx=2" in error and "image placeholder '<|image_pad|>'" in error and "found 2" in error
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_resume_from_a_checkpoint_continues_exactly(family_checkpoints, small_data, tmp_path, name):
+    """Every family's checkpoint (saved under its original key names) resumes with its own weights,
+    vision tower trained: the losses after the checkpoint equal an uninterrupted run's."""
+    checkpoint = family_checkpoints[name]
+    common = ["--stage", "sft", "--model_name_or_path", str(checkpoint), "--data_path", str(small_data / "sft_train.json"),
+              "--image_folder", str(small_data / "image"), "--image_aspect_ratio", PROTOCOL[name], "--max_steps", "3",
+              "--learning_rate", "1e-3", "--per_device_train_batch_size", "2", "--train_vision_tower", "true",
+              *COMMON, "--save_strategy", "steps", "--save_steps", "2"]  # the later --save_strategy wins
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert train_main([*common, "--output_dir", str(full)]) == 0
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
+    assert train_main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-2")]) == 0
+
+    def losses(output):
+        return {e["step"]: e["loss"] for e in json.loads((output / "trainer_state.json").read_text())["log_history"] if "loss" in e}
+
+    assert losses(resumed)[3] == pytest.approx(losses(full)[3], abs=1e-6)

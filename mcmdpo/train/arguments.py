@@ -177,6 +177,12 @@ class AltTextTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
+        if self.resume_from_checkpoint is not None:  # before any data or model is loaded
+            checkpoint = Path(self.resume_from_checkpoint)
+            if not checkpoint.is_dir():
+                raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such folder")
+            if not (checkpoint / "trainer_state.json").is_file():
+                raise ValueError(f"--resume_from_checkpoint {checkpoint}: not a training checkpoint (no trainer_state.json)")
         defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(self)}
         changed = [name for name in PREFERENCE_ONLY + NEGATIVE_IMAGE_ONLY if getattr(self, name) != defaults[name]]
         if self.stage == "sft" and changed:

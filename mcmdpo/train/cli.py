@@ -30,6 +30,7 @@ from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_
 from mcmdpo.model.families import ModelFamily
 from mcmdpo.model.loading import CheckpointError, load_family, load_model, load_processor
 from mcmdpo.model.lora import apply_lora
+from mcmdpo.train.resume import CheckpointWeightsMixin
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
@@ -43,7 +44,7 @@ from mcmdpo.train.steps import preference_step, step_for
 logger = logging.getLogger("mcmdpo.train")
 
 
-class SFTTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
+class SFTTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
     """The plain Trainer, with cheap length grouping and per-component learning rates."""
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
+from mcmdpo.train.resume import CheckpointWeightsMixin
 from mcmdpo.train.losses import PreferenceLoss
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.sampling import LengthGroupingMixin
@@ -41,7 +42,7 @@ def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
     return model.to(trainer.accelerator.device)
 
 
-class PreferenceTrainer(ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
+class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
     """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments`; ``train_dataset``
     a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`; ``step`` scores its batches
     (its collator becomes the data collator) and ``loss`` turns the log-probs into losses.

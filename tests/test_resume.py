@@ -1,0 +1,71 @@
+"""Resuming without DeepSpeed continues with the checkpoint's weights: the losses after the
+checkpoint equal an uninterrupted run's (transformers 5 saves legacy key names that the Trainer's
+own resume did not rename: it warned and trained on from the base weights), and a checkpoint whose
+weights do not all load is an error naming them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from mcmdpo.train.cli import main
+
+
+def losses(output_dir) -> dict[int, float]:
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def train_argv(stage, checkpoint, data, output_dir, *extra) -> list[str]:
+    split = "sft_train.json" if stage == "sft" else "pref_train.json"
+    return ["--stage", stage, "--model_name_or_path", str(checkpoint), "--data_path", str(data / split),
+            "--image_folder", str(data / "image"), "--output_dir", str(output_dir), "--max_steps", "4",
+            "--learning_rate", "1e-3", "--per_device_train_batch_size", "4", "--logging_steps", "1",
+            "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none", "--use_cpu", "true",
+            "--dataloader_num_workers", "0", "--seed", "0", "--plot", "false", *extra]
+
+
+@pytest.mark.parametrize("stage, extra", [
+    ("sft", ()),
+    ("mcmdpo", ()),                                            # cached reference log-probs
+    ("dpo", ("--precompute_reference_logps", "false")),        # live reference
+    ("mcmdpo", ("--use_lora", "true", "--lora_dropout", "0")),
+], ids=["sft", "mcmdpo", "dpo-live-reference", "mcmdpo-lora"])
+def test_resume_continues_exactly(stage, extra, tiny_checkpoint, synthetic_dir, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert main(train_argv(stage, tiny_checkpoint, synthetic_dir, full, *extra)) == 0
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")  # the run stopped after its first save
+    assert main(train_argv(stage, tiny_checkpoint, synthetic_dir, resumed, *extra,
+                           "--resume_from_checkpoint", str(resumed / "checkpoint-2"))) == 0
+    expected, got = losses(full), losses(resumed)
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in (3, 4):  # trained after the resume
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step
+    if stage == "sft":
+        assert got[3] != pytest.approx(losses(full)[1], abs=1e-3)  # not the base weights' loss again
+
+
+def test_a_checkpoint_missing_weights_is_an_error_naming_them(tiny_checkpoint, synthetic_dir, tmp_path, capsys):
+    output = tmp_path / "run"
+    assert main(train_argv("sft", tiny_checkpoint, synthetic_dir, output, "--max_steps", "2")) == 0
+    weights_file = output / "checkpoint-2" / "model.safetensors"
+    weights = load_file(weights_file)
+    dropped = next(name for name in weights if "layers.1.mlp.down_proj" in name)
+    del weights[dropped]
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    assert main(train_argv("sft", tiny_checkpoint, synthetic_dir, output,
+                           "--resume_from_checkpoint", str(output / "checkpoint-2"))) == 2
+    error = capsys.readouterr().err
+    assert "checkpoint-2: the weights do not match the model: 1 missing" in error and "layers.1.mlp.down_proj" in error
+
+
+def test_a_mistyped_checkpoint_is_an_error_before_anything_loads(tmp_path, capsys):
+    """The model path does not exist either: the checkpoint's error must come first."""
+    (tmp_path / "not-a-checkpoint").mkdir()
+    for path, message in ((tmp_path / "checkpoint-20", "no such folder"),
+                          (tmp_path / "not-a-checkpoint", "not a training checkpoint (no trainer_state.json)")):
+        assert main(train_argv("sft", tmp_path / "no-model", tmp_path, tmp_path / "out", "--resume_from_checkpoint", str(path))) == 2
+        assert f"--resume_from_checkpoint {path}: {message}" in capsys.readouterr().err
