@@ -42,6 +42,8 @@ pass_if_set IMAGE_ASPECT_RATIO --image_aspect_ratio
 pass_if_set MAX_GRAD_NORM --max_grad_norm
 pass_if_set VISION_TOWER_LR --vision_tower_lr
 pass_if_set PROJECTOR_LR --projector_lr
+# RESUME=1: continue from the newest complete checkpoint in OUTPUT_DIR (or start, if there is none).
+[[ "${RESUME:-}" == 1 ]] && ARGS+=(--resume_from_checkpoint last)
 
 # launch: the recipe, the paths and overrides (ARGS), then DEEPSPEED_CONFIG, then EXTRA_ARGS last
 # so that its flags win.

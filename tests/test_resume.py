@@ -69,3 +69,40 @@ def test_a_mistyped_checkpoint_is_an_error_before_anything_loads(tmp_path, capsy
                           (tmp_path / "not-a-checkpoint", "not a training checkpoint (no trainer_state.json)")):
         assert main(train_argv("sft", tmp_path / "no-model", tmp_path, tmp_path / "out", "--resume_from_checkpoint", str(path))) == 2
         assert f"--resume_from_checkpoint {path}: {message}" in capsys.readouterr().err
+
+
+def test_last_resumes_from_the_newest_complete_checkpoint(tiny_checkpoint, synthetic_dir, tmp_path, capsys):
+    """A job killed while writing checkpoint-4 leaves it without its completion mark (and here
+    without its optimizer state): ``last`` passes over it, says so, and resumes exactly from
+    checkpoint-2."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert main(train_argv("sft", tiny_checkpoint, synthetic_dir, full)) == 0
+    assert all((full / f"checkpoint-{step}" / "checkpoint_complete").is_file() for step in (2, 4))
+    for step in (2, 4):
+        shutil.copytree(full / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
+    (resumed / "checkpoint-4" / "checkpoint_complete").unlink()
+    (resumed / "checkpoint-4" / "optimizer.pt").unlink()
+    capsys.readouterr()
+    assert main(train_argv("sft", tiny_checkpoint, synthetic_dir, resumed, "--resume_from_checkpoint", "last")) == 0
+    out = capsys.readouterr().out
+    assert f"{resumed / 'checkpoint-4'}: incomplete" in out and f"resuming from {resumed / 'checkpoint-2'}" in out
+    expected, got = losses(full), losses(resumed)
+    for step in (3, 4):
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step
+
+
+def test_last_without_a_checkpoint_starts_and_with_only_incomplete_ones_stops(tmp_path, capsys):
+    from mcmdpo.train.resume import resolve_resume
+
+    assert resolve_resume("last", tmp_path / "fresh") == (
+        None, [f"--resume_from_checkpoint last: no checkpoint in {tmp_path / 'fresh'} yet, starting from the beginning"])
+    (tmp_path / "run" / "checkpoint-6").mkdir(parents=True)
+    assert main(train_argv("sft", tmp_path / "no-model", tmp_path, tmp_path / "run", "--resume_from_checkpoint", "last")) == 2
+    assert "no complete checkpoint in" in capsys.readouterr().err
+
+
+def test_older_checkpoints_are_deleted_only_after_the_new_one_is_complete(tiny_checkpoint, synthetic_dir, tmp_path):
+    output = tmp_path / "run"
+    assert main(train_argv("sft", tiny_checkpoint, synthetic_dir, output, "--max_steps", "6", "--save_total_limit", "2")) == 0
+    assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    assert all((path / "checkpoint_complete").is_file() for path in output.glob("checkpoint-*"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -203,3 +204,27 @@ def test_mcmdpo_script_under_zero3_with_a_qwen2_5_vl_checkpoint(synthetic_dir, t
     after = dict(trained.named_parameters())
     for name in ("model.visual.blocks.0.mlp.gate_proj.weight", "model.visual.merger.mlp.0.weight", "model.language_model.layers.0.mlp.up_proj.weight"):
         assert not torch.equal(after[name], before[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_resume_under_deepspeed_continues_exactly(tiny_checkpoint, synthetic_dir, tmp_path, zero):
+    """scripts/sft.sh on 2 processes: every checkpoint is marked complete once both have written
+    it, and RESUME=1 continues from the newest complete one with the losses of an uninterrupted run."""
+    env = dict(MODEL_PATH=str(tiny_checkpoint), DATA_PATH=str(synthetic_dir / "sft_train.json"),
+               IMAGE_FOLDER=str(synthetic_dir / "image"), DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / f"{zero}.json"),
+               PER_DEVICE_BATCH="4", GLOBAL_BATCH="8", LEARNING_RATE="2e-3",
+               EXTRA_ARGS="--max_steps 4 --dataloader_num_workers 0 --report_to none --save_strategy steps --save_steps 2 "
+                          "--save_total_limit 2 "
+                          "--logging_steps 1 --plot false")
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_script("sft.sh", OUTPUT_DIR=str(full), **env)
+    assert (full / "checkpoint-2" / "checkpoint_complete").is_file()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")  # the job stopped after its first save
+    run_script("sft.sh", OUTPUT_DIR=str(resumed), RESUME="1", **env)
+
+    def losses(output):
+        return {e["step"]: e["loss"] for e in json.loads((output / "trainer_state.json").read_text())["log_history"] if "loss" in e}
+
+    for step in (3, 4):
+        assert losses(resumed)[step] == pytest.approx(losses(full)[step], abs=1e-6), step

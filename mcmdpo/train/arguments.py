@@ -15,6 +15,7 @@ from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS
 from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
+from mcmdpo.train.resume import resolve_resume
 
 STAGES = ("sft", "dpo", "mcmdpo")
 # What --terms and --normalizer default to in each preference stage: DPO is MCM-DPO's response term alone.
@@ -178,6 +179,11 @@ class AltTextTrainingArguments(TrainingArguments):
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
         if self.resume_from_checkpoint is not None:  # before any data or model is loaded
+            self.resume_from_checkpoint, notices = resolve_resume(self.resume_from_checkpoint, self.output_dir)
+            if int(os.environ.get("RANK", "0")) == 0:
+                for notice in notices:
+                    print(f"note: {notice}", flush=True)
+        if self.resume_from_checkpoint is not None:
             checkpoint = Path(self.resume_from_checkpoint)
             if not checkpoint.is_dir():
                 raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such folder")
