@@ -45,15 +45,47 @@ pass_if_set PROJECTOR_LR --projector_lr
 # RESUME=1: continue from the newest complete checkpoint in OUTPUT_DIR (or start, if there is none).
 [[ "${RESUME:-}" == 1 ]] && ARGS+=(--resume_from_checkpoint last)
 
+# descendants PID: every process below PID.
+descendants() {
+    local child
+    for child in $(pgrep -P "$1"); do
+        echo "$child"
+        descendants "$child"
+    done
+}
+
+# On SIGTERM (a scheduler's notice before it kills the job), the training processes are told, not
+# the DeepSpeed launcher (which would kill them 30 s later): each saves a checkpoint at the next
+# step boundary and exits with status 75, which the launcher and this script pass on. RESUME=1
+# then continues from that checkpoint.
+forward_sigterm() {
+    local pid
+    for pid in $(descendants "$1"); do
+        if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-m mcmdpo.train"; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
 # launch: the recipe, the paths and overrides (ARGS), then DEEPSPEED_CONFIG, then EXTRA_ARGS last
 # so that its flags win.
 launch() {
-    local deepspeed_args=()
+    local deepspeed_args=() launcher status
     [[ -n "$DEEPSPEED_CONFIG" ]] && deepspeed_args=(--deepspeed "$DEEPSPEED_CONFIG")
     # DeepSpeed's CPU accelerator (no GPU): the Trainer must then set up gloo processes itself.
     [[ "${DS_ACCELERATOR:-}" == cpu ]] && deepspeed_args+=(--use_cpu true)
     set -x
     # shellcheck disable=SC2086  # EXTRA_ARGS is split into flags on purpose
     deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" --module mcmdpo.train \
-        "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS
+        "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS &
+    { set +x; } 2>/dev/null
+    launcher=$!
+    trap 'forward_sigterm "$launcher"' TERM
+    # wait returns early when the trap runs: wait again until the launcher has exited.
+    while true; do
+        wait "$launcher" && status=0 || status=$?
+        kill -0 "$launcher" 2>/dev/null || break
+    done
+    trap - TERM
+    return "$status"
 }

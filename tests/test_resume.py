@@ -106,3 +106,44 @@ def test_older_checkpoints_are_deleted_only_after_the_new_one_is_complete(tiny_c
     assert main(train_argv("sft", tiny_checkpoint, synthetic_dir, output, "--max_steps", "6", "--save_total_limit", "2")) == 0
     assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
     assert all((path / "checkpoint_complete").is_file() for path in output.glob("checkpoint-*"))
+
+
+def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_exactly(tiny_checkpoint, synthetic_dir, tmp_path):
+    """What a scheduler does before killing a job: SIGTERM mid-run. Training saves a checkpoint at
+    the next step boundary, exits with PREEMPTED_EXIT_STATUS (not 0, not a crash's 1), and
+    ``last`` continues with the uninterrupted run's losses."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS
+
+    full, preempted = tmp_path / "full", tmp_path / "preempted"
+    argv = lambda output, *extra: train_argv("sft", tiny_checkpoint, synthetic_dir, output, "--max_steps", "30",  # noqa: E731
+                                             "--save_strategy", "no", *extra)
+    assert main(argv(full)) == 0
+    process = subprocess.Popen([sys.executable, "-m", "mcmdpo.train", *argv(preempted)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    logged, lines = threading.Event(), []
+
+    def watch():
+        for line in process.stdout:
+            lines.append(line)
+            if sum("'loss'" in seen for seen in lines) >= 3:
+                logged.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert logged.wait(300), "".join(lines[-30:])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(300) == PREEMPTED_EXIT_STATUS, "".join(lines[-30:])
+    (checkpoint,) = preempted.glob("checkpoint-*")
+    stopped_at = int(checkpoint.name.split("-")[1])
+    assert 3 <= stopped_at < 30 and (checkpoint / "checkpoint_complete").is_file()
+    assert not (preempted / "model.safetensors").exists()  # no final model for a run that did not finish
+
+    assert main(argv(preempted, "--resume_from_checkpoint", "last")) == 0
+    expected, got = losses(full), losses(preempted)
+    assert sorted(got) == list(range(1, 31))
+    for step in range(stopped_at + 1, 31):
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step

@@ -228,3 +228,45 @@ def test_resume_under_deepspeed_continues_exactly(tiny_checkpoint, synthetic_dir
 
     for step in (3, 4):
         assert losses(resumed)[step] == pytest.approx(losses(full)[step], abs=1e-6), step
+
+
+@pytest.mark.slow
+def test_sigterm_under_deepspeed_saves_exits_75_and_resumes_exactly(tiny_checkpoint, synthetic_dir, tmp_path):
+    """A scheduler's SIGTERM to the job script: both processes save at the same step boundary, the
+    script exits 75, and RESUME=1 continues with the losses of an uninterrupted run."""
+    import signal
+    import threading
+
+    settings = {"MODEL_PATH": str(tiny_checkpoint), "DATA_PATH": str(synthetic_dir / "sft_train.json"),
+                "IMAGE_FOLDER": str(synthetic_dir / "image"), "DEEPSPEED_CONFIG": str(REPO_ROOT / "scripts" / "zero2.json"),
+                "PER_DEVICE_BATCH": "4", "GLOBAL_BATCH": "8", "LEARNING_RATE": "2e-3",
+                "EXTRA_ARGS": "--max_steps 40 --dataloader_num_workers 0 --report_to none --save_strategy no --logging_steps 1 "
+                              "--plot false"}
+    full, preempted = tmp_path / "full", tmp_path / "preempted"
+    run_script("sft.sh", **settings, OUTPUT_DIR=str(full))
+    process = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "sft.sh")],
+                               env={**os.environ, "DS_ACCELERATOR": "cpu", "NUM_GPUS": "2", "BF16": "false", **settings,
+                                    "OUTPUT_DIR": str(preempted)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logged, lines = threading.Event(), []
+
+    def watch():
+        for line in process.stdout:
+            lines.append(line)
+            if sum("'loss'" in seen for seen in lines) >= 3:
+                logged.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert logged.wait(600), "".join(lines[-40:])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(600) == 75, "".join(lines[-40:])
+    (checkpoint,) = preempted.glob("checkpoint-*")
+    stopped_at = int(checkpoint.name.split("-")[1])
+    assert (checkpoint / "checkpoint_complete").is_file() and stopped_at < 40
+    run_script("sft.sh", **settings, OUTPUT_DIR=str(preempted), RESUME="1")
+
+    def losses(output):
+        return {e["step"]: e["loss"] for e in json.loads((output / "trainer_state.json").read_text())["log_history"] if "loss" in e}
+
+    for step in range(stopped_at + 1, 41):
+        assert losses(preempted)[step] == pytest.approx(losses(full)[step], abs=1e-6), step

@@ -30,6 +30,7 @@ from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_
 from mcmdpo.model.families import ModelFamily
 from mcmdpo.model.loading import CheckpointError, load_family, load_model, load_processor
 from mcmdpo.model.lora import apply_lora
+from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS, PreemptionCallback
 from mcmdpo.train.resume import CheckpointWeightsMixin
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
@@ -239,8 +240,14 @@ def run(
             attach_reference_logps(trainer, dataset, model_args, data_args, training_args)
 
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save(trainer, model_args, training_args, processor)
-    if trainer.is_world_process_zero() and training_args.plot:
+    preempted = any(isinstance(callback, PreemptionCallback) and callback.preempted for callback in callbacks or [])
+    if preempted:
+        if trainer.is_world_process_zero():
+            print(f"preempted: checkpoint-{trainer.state.global_step} saved; RESUME=1 (--resume_from_checkpoint last) "
+                  "continues from it", file=sys.stderr, flush=True)
+    else:
+        save(trainer, model_args, training_args, processor)
+    if not preempted and trainer.is_world_process_zero() and training_args.plot:
         plot_training_curves(
             trainer.state.log_history,
             Path(training_args.output_dir) / "training_curves.png",
@@ -273,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    preemption = PreemptionCallback()
     try:
-        run(model_args, data_args, training_args)
+        run(model_args, data_args, training_args, callbacks=[preemption])
     except (DataValidationError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return PREEMPTED_EXIT_STATUS if preemption.preempted else 0
 
 
 def main_exit() -> None:
