@@ -130,7 +130,7 @@ def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_ex
     def watch():
         for line in process.stdout:
             lines.append(line)
-            if sum("'loss'" in seen for seen in lines) >= 3:
+            if sum("| loss " in seen for seen in lines) >= 3:
                 logged.set()
 
     threading.Thread(target=watch, daemon=True).start()

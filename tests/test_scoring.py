@@ -59,7 +59,7 @@ def test_coco_scores_equal_pycocoevalcap_called_directly(predictions):
     assert summary["num_scored"] == 7 and summary["num_without_reference"] == 1
     # Per-record scores go beside the input; the input is untouched.
     assert hashlib.sha256(predictions.read_bytes()).hexdigest() == digest
-    rows = [json.loads(line) for line in (predictions.parent / "predictions.scores.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (predictions.parent / "predictions.coco.scores.jsonl").read_text().splitlines()]
     assert [row["idx"] for row in rows] == list(range(7))
     empty = rows[3]
     assert empty["response"] == ""
@@ -78,7 +78,7 @@ def test_paper_protocol_matches_a_hand_checked_example(tmp_path):
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = score_file(path, "paper")
-    first, second, dot, lower = [json.loads(line) for line in (tmp_path / "one.scores.jsonl").read_text().splitlines()]
+    first, second, dot, lower = [json.loads(line) for line in (tmp_path / "one.paper.scores.jsonl").read_text().splitlines()]
     # "Assistant:" is stripped. Tokens: hyp [A, red, circle, .] (4), ref [A, red, circle, on, the, left, .] (7).
     assert first["response"] == "Assistant: A red circle."
     # BLEU-1: all 4 hypothesis unigrams are in the reference; brevity penalty exp(1 - 7/4).
@@ -109,6 +109,8 @@ def test_paper_protocol_matches_a_hand_checked_example(tmp_path):
     mean_bleu_1 = sum(r["bleu_1"] / 100 for r in (first, second, dot, lower)) / 4
     assert scores["bleu_1"] == pytest.approx(round(mean_bleu_1, 5) * 100, abs=1e-9)
     assert summary["protocol"] == "paper"
+    # The edit distance is a token count, and the summary says so.
+    assert summary["units"] == {"edit_distance": "tokens"}
     if "meteor" in scores:  # WordNet present (Debian's wordnet-base in CI)
         assert 0 < first["meteor"] < second["meteor"] <= 100
 
@@ -135,6 +137,37 @@ def test_cli_files_and_folders_table_summary_and_plot(predictions, tmp_path):
     # A folder never re-reads our own score files.
     again = subprocess.run([sys.executable, str(REPO_ROOT / "get_score.py"), "--file", str(other)], capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("model_b") == 1
+
+
+def test_each_protocol_keeps_its_own_record_scores_and_labels_its_units(tmp_path):
+    """--protocol paper and coco on the same output write two per-record files, never one over
+    the other; the paper protocol's edit distance is labelled as tokens in the table and summary."""
+    path = tmp_path / "one.jsonl"
+    records = [{"idx": 0, "chosen": "A red circle on the left.", "response": "A red circle."},
+               {"idx": 1, "chosen": "A blue square.", "response": "A blue square."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary_file = tmp_path / "paper.json"
+    paper = subprocess.run([sys.executable, str(REPO_ROOT / "get_score.py"), "--file", str(path), "--protocol", "paper",
+                            "--summary_json", str(summary_file)], capture_output=True, text=True)
+    assert paper.returncode == 0, paper.stderr
+    assert score_file(path, "coco")["units"] == {}
+    paper_rows = [json.loads(line) for line in (tmp_path / "one.paper.scores.jsonl").read_text().splitlines()]
+    coco_rows = [json.loads(line) for line in (tmp_path / "one.coco.scores.jsonl").read_text().splitlines()]
+    assert "edit_distance" in paper_rows[0] and "bleu_1" in paper_rows[0] and "bleu1" not in paper_rows[0]
+    assert "bleu1" in coco_rows[0] and "edit_distance" not in coco_rows[0]
+    assert not (tmp_path / "one.scores.jsonl").exists()
+    # The summary and the printed table name the unit.
+    [summary] = json.loads(summary_file.read_text())
+    assert summary["units"] == {"edit_distance": "tokens"} and summary["scores"]["edit_distance"] == 1.5
+    assert "edit_distance in tokens (not x 100)" in paper.stdout
+    header, units = paper.stdout.splitlines()[1:3]
+    assert header.split()[-2:] == ["edit_distance", "records"]
+    assert units.split()[-1] == "tokens" and units.split().count("x") == len(header.split()) - 3  # "file", edit, "records"
+    # A folder holding both score files still stands for the output alone.
+    again = subprocess.run([sys.executable, str(REPO_ROOT / "get_score.py"), "--file", str(tmp_path), "--protocol", "paper"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("one.jsonl") == 1 and "scores.jsonl" not in again.stdout
 
 
 def test_a_file_without_responses_is_a_clear_error(tmp_path, synthetic_dir):

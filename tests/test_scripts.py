@@ -253,7 +253,7 @@ def test_sigterm_under_deepspeed_saves_exits_75_and_resumes_exactly(tiny_checkpo
     def watch():
         for line in process.stdout:
             lines.append(line)
-            if sum("'loss'" in seen for seen in lines) >= 3:
+            if sum("| loss " in seen for seen in lines) >= 3:
                 logged.set()
 
     threading.Thread(target=watch, daemon=True).start()

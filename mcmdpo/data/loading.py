@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,19 @@ from mcmdpo.data.records import DataValidationError, ImageRef, Problem
 @dataclass
 class LoadedData:
     """The examples of one file; ``image_sizes[i]`` is (height, width) of example i's image,
-    or None when images were not checked."""
+    or None when images were not checked. ``warnings``: what is allowed but likely a mistake
+    (see :func:`find_warnings`); never a reason to stop."""
 
     path: str
     kind: str
     examples: list[Any]
     image_sizes: list[tuple[int, int] | None]
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def _image_field(image: ImageRef) -> str:
+    """The record field an image came from, as problems name it."""
+    return image.source_field or ("image.bytes" if image.data is not None else "image_path")
 
 
 def _check_image(image: ImageRef, image_folder: str | Path | None) -> tuple[tuple[int, int] | None, str | None]:
@@ -71,9 +78,64 @@ def verify_images(
             valid.append(example)
             sizes.append(size)
             continue
-        field = example.image.source_field or ("image.bytes" if example.image.data is not None else "image_path")
-        problems.append(Problem(str(path), message, example.location, example.idx, field))
+        problems.append(Problem(str(path), message, example.location, example.idx, _image_field(example.image)))
     return valid, sizes
+
+
+def _where(example: Any) -> str:
+    return f"{example.location.unit} {example.location.number}"
+
+
+def _idx_key(idx: Any) -> Any:
+    """``idx`` as a dictionary key: JSON values, told apart by type (1, 1.0, "1" and true differ)."""
+    try:
+        hash(idx)
+        return type(idx).__name__, idx
+    except TypeError:
+        return type(idx).__name__, repr(idx)
+
+
+def _escapes(path: str, folder: str | Path) -> bool:
+    """Whether the relative ``path`` leads out of ``folder``: ``..`` components are resolved as
+    text, without following links (a folder of links to images elsewhere stays inside)."""
+    folder = os.path.abspath(folder)
+    return os.path.commonpath([folder, os.path.normpath(os.path.join(folder, path))]) != folder
+
+
+def find_warnings(loaded: LoadedData, image_folder: str | Path | None, max_listed: int = 10) -> list[Problem]:
+    """What in ``loaded`` is allowed but likely a mistake, each naming its records:
+
+    - an ``idx`` used by more than one record (outputs and reports keyed by idx mix them up):
+      one warning per value, at its first record, listing the others;
+    - an image path that leaves ``image_folder`` (absolute, or escaping it through ``..``):
+      one warning per record. Not checked without an image folder, nor for embedded images."""
+    warnings: list[Problem] = []
+    by_idx: dict[Any, list[Any]] = {}
+    for example in loaded.examples:
+        if example.idx is not None:
+            by_idx.setdefault(_idx_key(example.idx), []).append(example)
+    for same in by_idx.values():
+        if len(same) > 1:
+            first, others = same[0], same[1:]
+            listed = ", ".join(_where(example) for example in others[:max_listed])
+            if len(others) > max_listed:
+                listed += f" and {len(others) - max_listed} more"
+            message = f"duplicate idx, also used by {listed}"
+            warnings.append(Problem(loaded.path, message, first.location, first.idx))
+    if image_folder is None:
+        return warnings
+    for example in loaded.examples:
+        image = example.image
+        if image is None or image.data is not None or image.path is None:
+            continue
+        if Path(image.path).is_absolute():
+            message = f"absolute image path, read from there and not from --image_folder: {image.path}"
+        elif _escapes(image.path, image_folder):
+            message = f"image path leaves --image_folder through '..': {image.path}"
+        else:
+            continue
+        warnings.append(Problem(loaded.path, message, example.location, example.idx, _image_field(image)))
+    return warnings
 
 
 def find_problems(
@@ -85,7 +147,8 @@ def find_problems(
     num_workers: int | None = None,
 ) -> tuple[LoadedData, list[Problem]]:
     """Parse ``path`` as ``kind`` (guessed when None) and return the valid examples with every
-    problem found: file-level, per record and per image."""
+    problem found: file-level, per record and per image. ``LoadedData.warnings`` holds what
+    :func:`find_warnings` finds in the valid examples."""
     path = Path(path)
     raw_records, problems, file_format = read_raw_records(path)
     if kind is None:
@@ -99,7 +162,9 @@ def find_problems(
     sizes: list[tuple[int, int] | None] = [None] * len(examples)
     if check_images:
         examples, sizes = verify_images(examples, path, image_folder, problems, show_progress, num_workers)
-    return LoadedData(str(path), kind, examples, sizes), problems
+    loaded = LoadedData(str(path), kind, examples, sizes)
+    loaded.warnings = find_warnings(loaded, image_folder)
+    return loaded, problems
 
 
 def load_examples(
@@ -109,7 +174,8 @@ def load_examples(
     check_images: bool = True,
     show_progress: bool = True,
 ) -> LoadedData:
-    """Load ``path`` as ``kind``; raise :class:`DataValidationError` listing every problem."""
+    """Load ``path`` as ``kind``; raise :class:`DataValidationError` listing every problem.
+    Warnings do not stop it: they are in ``warnings`` of what it returns, for the caller to show."""
     loaded, problems = find_problems(path, kind, image_folder, check_images, show_progress)
     if problems:
         raise DataValidationError(problems)

@@ -2,7 +2,9 @@
 
     python -m mcmdpo.data.validate DATA_FILE --image_folder DIR [--kind preference|sft|test]
 
-Exits 0 when every record and image is good, 1 otherwise, listing every problem found.
+Exits 0 when every record and image is good, 1 otherwise, listing every problem found. Warnings
+(the same idx on several records, an image path that leaves the image folder) are listed too,
+each line starting "warning: ", and do not change the exit status.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for problem in problems:
             print(problem)
+        for warning in loaded.warnings:
+            print(f"warning: {warning}")
         status = "OK" if not problems else f"{len(problems)} problem(s)"
+        if loaded.warnings:
+            status += f", {len(loaded.warnings)} warning(s)"
         print(f"{data_file}: {len(loaded.examples)} valid {loaded.kind} record(s), {status}")
         failed = failed or bool(problems)
     return 1 if failed else 0

@@ -5,7 +5,8 @@ What it computed (design §3): a leading "Assistant:" stripped from each respons
 BLEU averaged over records, with ``bleu_4`` the 4-gram precision alone (weights 0,0,0,1,
 unsmoothed), ``cumulative_bleu_4`` (0.25 x 4) and ``bleu_1``; nltk METEOR averaged; the ``rouge``
 package's ROUGE-L F averaged; CIDEr-D (the coco-caption formula, IDF from the file's references)
-on ``str.split()`` tokens; the token edit distance. Every score x 100.
+on ``str.split()`` tokens; the token edit distance. Every score x 100 but the edit distance, a
+raw token count as the original reports it (:data:`UNITS`).
 
 Two parts need data nltk downloads, which cannot be downloaded here, so they are found as follows
 and what was used is reported with the scores:
@@ -43,6 +44,8 @@ LEXNAMES = (
     "verb.social verb.stative verb.weather adj.ppl"
 ).split()
 SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+# The metrics that are not x 100, with their unit (every other score is a share x 100).
+UNITS = {"edit_distance": "tokens"}
 
 
 def strip_assistant(response: str) -> str:
@@ -149,7 +152,7 @@ def _rouge_l(rouge: Any, hypothesis: str, references: list[str]) -> float:
 
 def _original_rounding(name: str, mean: float) -> float:
     """As the original reports them: round(mean, 5) * 100, and the edit distance round(mean, 3)."""
-    return round(mean, 3) if name == "edit_distance" else round(mean, 5) * 100
+    return round(mean, 3) if name in UNITS else round(mean, 5) * 100
 
 
 def paper_scores(
@@ -187,7 +190,7 @@ def paper_scores(
         scores["edit_distance"] = min(edit_distance(hyp_tokens, tokens) for tokens in ref_tokens)
         raw[key] = {name: float(value) for name, value in scores.items()}
         # Shares x 100; the edit distance is a token count, which the original reports as it is.
-        per_record[key] = {name: value if name == "edit_distance" else 100 * value for name, value in raw[key].items()}
+        per_record[key] = {name: value if name in UNITS else 100 * value for name, value in raw[key].items()}
     names = list(next(iter(raw.values())))
     corpus = {name: _original_rounding(name, sum(scores[name] for scores in raw.values()) / len(raw)) for name in names}
     return corpus, per_record, notes

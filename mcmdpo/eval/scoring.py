@@ -6,9 +6,12 @@
 ``coco`` (default): corpus-level BLEU-1..4, METEOR, ROUGE-L and CIDEr with the PTB tokenizer,
 computed by pycocoevalcap exactly as COCO caption evaluation does (and SPICE when its Stanford
 CoreNLP models are installed). ``paper``: the metrics of the original MCM-DPO script, for
-comparison with published numbers (see :mod:`mcmdpo.eval.paper_protocol`). Every score is x 100.
+comparison with published numbers (see :mod:`mcmdpo.eval.paper_protocol`). Every score is x 100,
+except the paper protocol's edit distance: a raw token count (the summary's ``units`` says so).
 
-Each file's per-record scores go beside it, to ``NAME.scores.jsonl``; a table is printed.
+Each file's per-record scores go beside it, one file per protocol (``NAME.coco.scores.jsonl``,
+``NAME.paper.scores.jsonl``; a benchmark's are ``NAME.<benchmark>.scores.jsonl``); a table is
+printed, with each metric's unit under its name.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ SCORE_SUFFIX = ".scores.jsonl"
 # Files get_score writes beside the outputs (per-record scores, an LLM judge's replies), never outputs themselves.
 DERIVED_SUFFIXES = (SCORE_SUFFIX, ".judge.jsonl")
 COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougel", "cider")
+PROTOCOL_UNIT = "x 100"  # an alt-text score's unit unless its summary's ``units`` names another
+BENCHMARK_UNIT = "%"  # a benchmark score's unit unless its summary's ``units`` names another
 
 
 @dataclass
@@ -127,38 +132,42 @@ def score_file(path: Path, protocol: str, write_record_scores: bool = True) -> d
     """Score one output file; return its summary (scores, counts, notes)."""
     predictions = read_predictions(path)
     notes: list[str] = []
+    units: dict[str, str] = {}  # metrics not x 100, with their unit
     if protocol == "paper":
-        from mcmdpo.eval.paper_protocol import paper_scores
+        from mcmdpo.eval.paper_protocol import UNITS, paper_scores
 
         corpus, per_record, notes = paper_scores(predictions.hypotheses, predictions.references)
+        units = {name: unit for name, unit in UNITS.items() if name in corpus}
     else:
         corpus, per_record = coco_scores(predictions.hypotheses, predictions.references)
         if "spice" not in corpus:
             notes.append("SPICE skipped: Stanford CoreNLP 3.6.0 models are not installed beside pycocoevalcap's SPICE jar")
     if write_record_scores:
-        write_record_scores_file(predictions, per_record)
+        write_record_scores_file(predictions, per_record, protocol)
     return {
         "file": str(path),
         "protocol": protocol,
         "scores": corpus,
+        "units": units,
         "num_scored": len(predictions.hypotheses),
         "num_without_reference": len(predictions.without_reference),
         "notes": notes,
     }
 
 
-def record_scores_path(path: Path) -> Path:
-    return beside(path, SCORE_SUFFIX)
+def record_scores_path(path: Path, protocol: str) -> Path:
+    """``NAME.<protocol>.scores.jsonl`` beside the output: the two protocols never share a file."""
+    return beside(path, f".{protocol}{SCORE_SUFFIX}")
 
 
-def write_record_scores_file(predictions: Predictions, per_record: dict[int, dict[str, float]]) -> Path:
-    """Beside the input, never over it, written atomically."""
+def write_record_scores_file(predictions: Predictions, per_record: dict[int, dict[str, float]], protocol: str) -> Path:
+    """Beside the input, never over it, one file per protocol, written atomically."""
     rows = []
     for position, scores in per_record.items():
         record = predictions.records[position]
         rows.append({"position": position, "idx": record.get("idx"), "response": predictions.hypotheses[position],
                      "references": predictions.references[position], **scores})
-    return write_text_atomically(record_scores_path(predictions.path), json_lines(rows))
+    return write_text_atomically(record_scores_path(predictions.path, protocol), json_lines(rows))
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -173,12 +182,26 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return files
 
 
+def metric_units(summaries: list[dict[str, Any]]) -> dict[str, str]:
+    """Every metric of the summaries, in order, with its unit: the one its summary's ``units``
+    names, else x 100 (alt-text protocols) or percent (benchmarks)."""
+    units: dict[str, str] = {}
+    for summary in summaries:
+        default = PROTOCOL_UNIT if "protocol" in summary else BENCHMARK_UNIT
+        for name in summary["scores"]:
+            units.setdefault(name, summary.get("units", {}).get(name, default))
+    return units
+
+
 def format_table(summaries: list[dict[str, Any]]) -> str:
-    metrics = list(dict.fromkeys(name for summary in summaries for name in summary["scores"]))
+    """One row per file, one column per metric, each metric's unit on the line under its name."""
+    units = metric_units(summaries)
+    metrics = list(units)
     names = [Path(summary["file"]).name for summary in summaries]
     width = max(len("file"), *(len(n) for n in names))
-    widths = [max(9, len(m)) for m in metrics]
-    lines = [f"{'file':<{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(metrics, widths)) + "  records"]
+    widths = [max(9, len(m), len(units[m])) for m in metrics]
+    lines = [f"{'file':<{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(metrics, widths)) + "  records",
+             f"{'':<{width}}  " + "  ".join(f"{units[m]:>{w}}" for m, w in zip(metrics, widths))]
     for name, summary in zip(names, summaries):
         cells = "  ".join(
             f"{summary['scores'][m]:{w}.2f}" if m in summary["scores"] else f"{'-':>{w}}" for m, w in zip(metrics, widths)
@@ -187,30 +210,41 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def score_figure(summaries: list[dict[str, Any]], title: str = "") -> Any:
+    """A ``matplotlib.figure.Figure`` with one small panel per metric, each on its own y axis
+    labelled with the metric's unit (CIDEr near 600 leaves BLEU near 75 readable beside it), one
+    bar per file in the same colour in every panel, and one legend naming the files. A metric a
+    file lacks gets no bar (its height is NaN), never a 0."""
+    from matplotlib.figure import Figure
+
+    units = metric_units(summaries)
+    metrics = list(units)
+    columns = min(4, len(metrics))
+    rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(max(3.0, 0.45 * len(summaries) + 1.6) * columns, 2.6 * rows + 0.9), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    labels = [Path(summary["file"]).stem for summary in summaries]
+    for axis, metric in zip(axes, metrics):
+        values = [float(summary["scores"].get(metric, float("nan"))) for summary in summaries]
+        bars = axis.bar(range(len(summaries)), values, 0.8, color=[f"C{i % 10}" for i in range(len(summaries))])
+        axis.bar_label(bars, labels=["" if value != value else f"{value:.4g}" for value in values], fontsize=7, padding=1)
+        axis.set_title(metric, fontsize=10)
+        axis.set_ylabel(units[metric], fontsize=8)
+        axis.set_xticks([])
+        axis.tick_params(axis="y", labelsize=7)
+        axis.grid(axis="y", alpha=0.3)
+        axis.margins(y=0.15)  # room for the value labels
+    for axis in axes[len(metrics):]:
+        figure.delaxes(axis)
+    handles = [axes[0].patches[i] for i in range(len(summaries))]
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
+    figure.suptitle(title or (f"{summaries[0]['protocol']} protocol" if "protocol" in summaries[0] else summaries[0]["benchmark"]))
+    return figure
+
+
 def plot_scores(summaries: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Grouped bars: one group per metric, one bar per file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(dict.fromkeys(name for summary in summaries for name in summary["scores"]))
-    width = 0.8 / len(summaries)
-    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * max(1, len(summaries) / 2)), 4))
-    for row, summary in enumerate(summaries):
-        xs = [i + row * width for i in range(len(metrics))]
-        # A metric a file lacks (a benchmark leaves out what it has no question for) gets no bar, not a 0.
-        axis.bar(xs, [summary["scores"].get(m, float("nan")) for m in metrics], width, label=Path(summary["file"]).stem)
-    axis.set_xticks([i + width * (len(summaries) - 1) / 2 for i in range(len(metrics))])
-    units = {name: unit for summary in summaries for name, unit in summary.get("units", {}).items()}
-    axis.set_xticklabels([f"{m}\n({units[m]})" if m in units else m for m in metrics])
-    axis.set_ylabel("score (x 100)" if "protocol" in summaries[0] else "percent, unless the metric says otherwise")
-    axis.set_title(title or (f"{summaries[0]['protocol']} protocol" if "protocol" in summaries[0] else summaries[0]["benchmark"]))
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    """Save :func:`score_figure` as a PNG."""
+    score_figure(summaries, title).savefig(path, dpi=120)
     return Path(path)
 
 
@@ -289,8 +323,10 @@ def score_alt_text(args: argparse.Namespace, files: list[Path]) -> list[dict[str
         raise ValueError(f"{', '.join(given_benchmark_flags(args))}: only with --benchmark")
     protocol = args.protocol or "coco"
     summaries = [score_file(path, protocol, not args.no_record_scores) for path in files]
+    units = {name: unit for summary in summaries for name, unit in summary["units"].items()}
     print(f"{protocol} protocol" + (" (the original MCM-DPO script's metrics)" if protocol == "paper" else
-                                     " (pycocoevalcap, PTB tokenizer, corpus level)") + ", scores x 100")
+                                     " (pycocoevalcap, PTB tokenizer, corpus level)") + ", scores x 100"
+          + "".join(f", {name} in {unit} (not x 100)" for name, unit in units.items()))
     print(format_table(summaries))
     for summary in summaries:
         if summary["num_without_reference"]:

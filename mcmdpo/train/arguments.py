@@ -14,6 +14,7 @@ from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, NegativeConfig
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS
+from mcmdpo.train.console import available_workers
 from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
 from mcmdpo.train.resume import resolve_resume
 
@@ -115,6 +116,13 @@ class AltTextTrainingArguments(TrainingArguments):
     plot: bool = field(default=True, metadata={"help": "draw the training curves to OUTPUT_DIR/training_curves.png"})
     # Image tensors are extra columns the model signature check would drop.
     remove_unused_columns: bool = field(default=False)
+    dataloader_num_workers: int = field(
+        default_factory=available_workers,
+        metadata={"help": "DataLoader workers per process (default: the machine's cores shared among its processes, "
+                          "one left for the process, at most 4)"},
+    )
+    # Replicas log errors only: the first process shows each warning once.
+    log_level_replica: str = field(default="error", metadata={"help": "logging level on processes other than the first"})
     # The original clips no gradient (its zero3.json sets no gradient_clipping).
     max_grad_norm: float = field(default=0.0, metadata={"help": "gradient clipping norm; 0 (the original's) clips nothing"})
     vision_tower_lr: float | None = field(default=None, metadata={"help": "learning rate of the vision tower (default: --learning_rate)"})

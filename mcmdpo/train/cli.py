@@ -11,14 +11,16 @@ validated (every record, every image) before any model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import sys
+from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, set_seed
+from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from mcmdpo.data.collate import SFTCollator
 from mcmdpo.data.lengths import check_lengths
@@ -30,13 +32,14 @@ from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_
 from mcmdpo.model.families import ModelFamily
 from mcmdpo.model.loading import CheckpointError, load_family, load_model, load_processor
 from mcmdpo.model.lora import apply_lora
+from mcmdpo.train.console import quiet_other_processes, use_compact_console
 from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS, PreemptionCallback
 from mcmdpo.train.resume import CheckpointWeightsMixin
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
 from mcmdpo.train.preference_trainer import NegativesEpochCallback, PreferenceTrainer, prepare_reference_model
-from mcmdpo.train.recipes import add_config_argument, with_recipe
+from mcmdpo.train.recipes import CONFIG_FLAG, add_config_argument, with_recipe
 from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
 from mcmdpo.train.sampling import LengthGroupingMixin
 from mcmdpo.train.losses import PreferenceLoss
@@ -49,16 +52,50 @@ class SFTTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, LengthGroup
     """The plain Trainer, with cheap length grouping and per-component learning rates."""
 
 
+PROGRAM = "mcmdpo-train"  # also python -m mcmdpo.train, and what the scripts' launcher runs
+
+
 def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, AltTextTrainingArguments]:
     """The run's arguments: its recipe, if any (``--config PATH`` or a leading ``.yaml``; see
     :mod:`mcmdpo.train.recipes`), overridden by the flags given. A single ``.json`` argument is
     the whole run, no recipe under it."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, AltTextTrainingArguments))
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, AltTextTrainingArguments), prog=PROGRAM,
+        usage="%(prog)s [--config RECIPE.yaml] --stage sft|dpo|mcmdpo --model_name_or_path CKPT --data_path DATA "
+              "--image_folder DIR --output_dir DIR [flags below]",
+        description="Train a vision-language model to write alt-text: SFT, DPO or MCM-DPO (see README).",
+    )
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
     add_config_argument(parser)
+    own_flags_first(parser)
     return parser.parse_args_into_dataclasses(args=with_recipe(argv, parser.dataclass_types))
+
+
+def own_flags_first(parser: ArgumentParser) -> None:
+    """``--help`` lists this project's flags first, by group (recipe, model, data, training), and
+    the ~150 flags it inherits from ``transformers.TrainingArguments`` after them."""
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    own = {
+        "recipe": [CONFIG_FLAG.removeprefix("--")],
+        "model": [f.name for f in dataclasses.fields(ModelArguments)],
+        "data": [f.name for f in dataclasses.fields(DataArguments)],
+        "training (mcmdpo)": [f.name for f in dataclasses.fields(AltTextTrainingArguments) if f.name not in inherited],
+    }
+    groups = {title: parser.add_argument_group(f"{PROGRAM}: {title}") for title in own}
+    rest = parser.add_argument_group("inherited from transformers.TrainingArguments")
+    ordered: list[Any] = []
+    for title, names in own.items():
+        for action in [a for a in parser._optionals._group_actions if a.dest in names]:
+            parser._optionals._group_actions.remove(action)
+            groups[title]._group_actions.append(action)
+            ordered.append(action)
+    for action in [a for a in parser._optionals._group_actions if a.dest != "help"]:
+        parser._optionals._group_actions.remove(action)
+        rest._group_actions.append(action)
+    help_actions = [a for a in parser._actions if a.dest == "help"]
+    parser._actions[:] = help_actions + ordered + [a for a in parser._actions if a not in ordered and a not in help_actions]
 
 
 def load_training_data(
@@ -239,6 +276,7 @@ def run(
         if training_args.precompute_reference_logps:
             attach_reference_logps(trainer, dataset, model_args, data_args, training_args)
 
+    use_compact_console(trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     preempted = any(isinstance(callback, PreemptionCallback) and callback.preempted for callback in callbacks or [])
     if preempted:
@@ -275,6 +313,7 @@ def save(trainer: Trainer, model_args: ModelArguments, training_args: AltTextTra
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    quiet_other_processes()
     try:
         model_args, data_args, training_args = parse_arguments(argv)
     except ValueError as error:
