@@ -4,6 +4,7 @@ on several records, an image path that leaves --image_folder), which is warned a
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -154,11 +155,12 @@ def test_latin1_byte_in_a_json_lines_line(tmp_path, test_records, image_folder, 
     assert [e.location.number for e in loaded.examples] == [1, 3, 4, 5]
 
 
-def test_latin1_byte_outside_any_string(tmp_path, test_records):
+def test_latin1_byte_outside_any_string(tmp_path):
     """Where the JSON itself breaks, the byte is placed by line and column."""
     path = write_bytes(tmp_path / "pref.json", '[\n  {"idx": 0}, @@\n]', marker="@@")
     [message] = messages(path, "preference", None)
-    assert message.startswith(f"{path}: not UTF-8 text: byte 0xe9 at line 2, column 15 (invalid JSON at line 2, column 15: Expecting value)")
+    expected = "not UTF-8 text: byte 0xe9 at line 2, column 15 (invalid JSON at line 2, column 15: Expecting value)"
+    assert message.startswith(f"{path}: {expected}")
 
 
 def test_not_utf8_in_the_validator_has_no_traceback(tmp_path, test_records, image_folder):
@@ -167,7 +169,7 @@ def test_not_utf8_in_the_validator_has_no_traceback(tmp_path, test_records, imag
     path = write_bytes(tmp_path / "pref.json", json.dumps(records, ensure_ascii=False), BOM, marker="@@")
     result = subprocess.run(
         [sys.executable, "-m", "mcmdpo.data.validate", str(path), "--image_folder", str(image_folder), "--quiet"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{path}, record 3 (idx=3), field 'question': not UTF-8 text" in result.stdout
@@ -214,7 +216,8 @@ def test_image_paths_leaving_the_folder_are_warnings(tmp_path, test_records, ima
     loaded = load_examples(path, "preference", image_folder, show_progress=False)
     assert len(loaded.examples) == 5
     assert [str(w) for w in loaded.warnings] == [
-        f"{path}, record 1 (idx=1), field 'image_path': absolute image path, read from there and not from --image_folder: {outside / 'one.png'}",
+        (f"{path}, record 1 (idx=1), field 'image_path': "
+         f"absolute image path, read from there and not from --image_folder: {outside / 'one.png'}"),
         f"{path}, record 2 (idx=2), field 'image_path': image path leaves --image_folder through '..': ../elsewhere/two.png",
     ]
     # Without an image folder, paths are relative to the working directory: nothing to leave.
@@ -224,8 +227,6 @@ def test_image_paths_leaving_the_folder_are_warnings(tmp_path, test_records, ima
 def test_embedded_images_are_not_checked_for_their_path(tmp_path, test_records, image_folder):
     records = flat_preference(test_records)
     data = (image_folder / records[0]["image_path"]).read_bytes()
-    import base64
-
     records[0] = {**records[0], "image": {"bytes": base64.b64encode(data).decode(), "path": "/abs/ignored.png"}}
     del records[0]["image_path"]
     path = tmp_path / "pref.json"
@@ -244,7 +245,7 @@ def test_validator_lists_warnings_and_still_passes(tmp_path, test_records, image
     path.write_text(json.dumps(records))
     result = subprocess.run(
         [sys.executable, "-m", "mcmdpo.data.validate", str(path), "--image_folder", str(image_folder), "--quiet"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

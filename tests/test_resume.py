@@ -147,3 +147,31 @@ def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_ex
     assert sorted(got) == list(range(1, 31))
     for step in range(stopped_at + 1, 31):
         assert got[step] == pytest.approx(expected[step], abs=1e-6), step
+
+
+def test_sigkill_after_a_checkpoint_then_last_continues_exactly(tiny_checkpoint, synthetic_dir, tmp_path):
+    """SIGKILL (no chance to save) once checkpoint-4 is complete: ``last`` resumes from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    argv = lambda output, *extra: train_argv("sft", tiny_checkpoint, synthetic_dir, output, "--max_steps", "40",  # noqa: E731
+                                             "--save_steps", "4", "--save_total_limit", "3", *extra)
+    assert main(argv(full)) == 0
+    process = subprocess.Popen([sys.executable, "-m", "mcmdpo.train", *argv(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint-4" / "checkpoint_complete").is_file():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # it did not finish
+    assert main(argv(killed, "--resume_from_checkpoint", "last")) == 0
+    newest = max(int(path.name.split("-")[1]) for path in killed.glob("checkpoint-*"))
+    assert newest == 40
+    expected, got = losses(full), losses(killed)
+    for step in range(5, 41):  # at least from step 5 on: the resume started at checkpoint 4 or later
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step

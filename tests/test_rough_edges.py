@@ -69,3 +69,26 @@ def test_dataloader_workers_follow_the_machine(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert available_workers() == 0  # a 2-core laptop under DeepSpeed: no worker to spare
+
+
+def test_training_warns_about_duplicate_idx_values_and_images_outside_the_folder(tiny_checkpoint, synthetic_dir, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from mcmdpo.train.cli import main
+
+    records = json.loads((synthetic_dir / "sft_train.json").read_text())[:8]
+    records[3]["id"] = records[1]["id"]
+    outside = tmp_path / "outside.png"
+    shutil.copy(synthetic_dir / "image" / records[5]["image"], outside)
+    records[5]["image"] = str(outside)
+    data = tmp_path / "sft.json"
+    data.write_text(json.dumps(records))
+    with caplog.at_level(logging.WARNING, logger="mcmdpo.train"):
+        assert main(["--stage", "sft", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(data),
+                     "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+                     "--per_device_train_batch_size", "2", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
+                     "--plot", "false", "--dataloader_num_workers", "0"]) == 0
+    warned = [record.getMessage() for record in caplog.records if record.getMessage().startswith("data: ")]
+    assert any("duplicate idx" in message and "record 3" in message for message in warned), warned
+    assert any("record 5" in message and "absolute image path" in message for message in warned), warned

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +228,7 @@ def score_figure(summaries: list[dict[str, Any]], title: str = "") -> Any:
     for axis, metric in zip(axes, metrics):
         values = [float(summary["scores"].get(metric, float("nan"))) for summary in summaries]
         bars = axis.bar(range(len(summaries)), values, 0.8, color=[f"C{i % 10}" for i in range(len(summaries))])
-        axis.bar_label(bars, labels=["" if value != value else f"{value:.4g}" for value in values], fontsize=7, padding=1)
+        axis.bar_label(bars, labels=["" if math.isnan(value) else f"{value:.4g}" for value in values], fontsize=7, padding=1)
         axis.set_title(metric, fontsize=10)
         axis.set_ylabel(units[metric], fontsize=8)
         axis.set_xticks([])

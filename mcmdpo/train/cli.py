@@ -108,6 +108,12 @@ def load_training_data(
     main_process = training_args.process_index == 0
     kind = "sft" if training_args.stage == "sft" else "preference"
     loaded = load_examples(data_args.data_path, kind, data_args.image_folder, show_progress=main_process)
+    if main_process:  # duplicate idx values, image paths leaving --image_folder: train, but say so
+        for warning in loaded.warnings[:20]:
+            logger.warning("data: %s", warning)
+        if len(loaded.warnings) > 20:
+            logger.warning("data: ... and %d more warnings (python -m mcmdpo.data.validate %s lists them all)",
+                           len(loaded.warnings) - 20, data_args.data_path)
     processor = load_processor(
         model_args.model_name_or_path, image_aspect_ratio=model_args.image_aspect_ratio,
         conversation_template=model_args.conversation_template,
