@@ -170,7 +170,8 @@ def run(config: DemoConfig) -> dict[str, Any]:
                                for model, metrics in aggregate(per_seed).items()}
     summary["per_seed"] = {str(seed): values for seed, values in per_seed.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot_spread(per_seed, [("generation scores on the test split (x 100)", ("cider", "bleu4", "meteor", "rougel"))], out / "scores.png")
+    plot_spread(per_seed, [("CIDEr, test split (x 100)", ("cider",)),
+                           ("BLEU-4, METEOR, ROUGE-L, test split (x 100)", ("bleu4", "meteor", "rougel"))], out / "scores.png")
     plot_spread(
         per_seed,
         [("held-out margins: log p(anchor) - log p(negative)", ("response_margin", "image_margin", "context_margin")),

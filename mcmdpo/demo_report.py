@@ -138,7 +138,7 @@ def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mappi
         "  model's response margin and preference accuracy come from length alone (the generic rejected",
         "  alt-text is long), not from understanding.",
         "",
-        "Plots: `training_curves.png` (loss and margins during training, one line per seed), `scores.png`",
+        "Plots: `training_curves.png` (each stage's loss on its own axis, then the preference runs' margins; one line per seed), `scores.png`",
         "(generation scores per model), `margins.png` (held-out margins and accuracies per model); the bars are",
         "means over seeds, the whiskers the range, the dots the seeds.",
         "",
