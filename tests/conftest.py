@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny random LLaVA checkpoint and a small synthetic data set, built once per
-test session through the same commands users run."""
+test session through the same commands users run; and a watcher of training subprocesses."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,19 @@ def processor(tiny_checkpoint):
     from mcmdpo.model.loading import load_processor
 
     return load_processor(str(tiny_checkpoint))
+
+
+def watch_training(process: subprocess.Popen, logged_steps: int) -> tuple[list[str], threading.Event]:
+    """Collect a training subprocess's output (stdout with stderr merged) in a thread; the event
+    is set once it has printed ``logged_steps`` compact step lines (``... | loss ...``)."""
+    lines: list[str] = []
+    logged = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if sum("| loss " in seen for seen in lines) >= logged_steps:
+                logged.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines, logged

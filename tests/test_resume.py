@@ -11,6 +11,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
+from conftest import watch_training
 from mcmdpo.train.cli import main
 
 
@@ -115,7 +116,6 @@ def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_ex
     import signal
     import subprocess
     import sys
-    import threading
 
     from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS
 
@@ -125,15 +125,7 @@ def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_ex
     assert main(argv(full)) == 0
     process = subprocess.Popen([sys.executable, "-m", "mcmdpo.train", *argv(preempted)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    logged, lines = threading.Event(), []
-
-    def watch():
-        for line in process.stdout:
-            lines.append(line)
-            if sum("| loss " in seen for seen in lines) >= 3:
-                logged.set()
-
-    threading.Thread(target=watch, daemon=True).start()
+    lines, logged = watch_training(process, logged_steps=3)
     assert logged.wait(300), "".join(lines[-30:])
     process.send_signal(signal.SIGTERM)
     assert process.wait(300) == PREEMPTED_EXIT_STATUS, "".join(lines[-30:])

@@ -11,7 +11,7 @@ import sys
 import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, watch_training
 
 
 def run_script(name: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
@@ -240,7 +240,6 @@ def test_sigterm_under_deepspeed_saves_exits_75_and_resumes_exactly(tiny_checkpo
     """A scheduler's SIGTERM to the job script: both processes save at the same step boundary, the
     script exits 75, and RESUME=1 continues with the losses of an uninterrupted run."""
     import signal
-    import threading
 
     settings = {"MODEL_PATH": str(tiny_checkpoint), "DATA_PATH": str(synthetic_dir / "sft_train.json"),
                 "IMAGE_FOLDER": str(synthetic_dir / "image"), "DEEPSPEED_CONFIG": str(REPO_ROOT / "scripts" / "zero2.json"),
@@ -253,15 +252,7 @@ def test_sigterm_under_deepspeed_saves_exits_75_and_resumes_exactly(tiny_checkpo
                                env={**os.environ, "DS_ACCELERATOR": "cpu", "NUM_GPUS": "2", "BF16": "false", **settings,
                                     "OUTPUT_DIR": str(preempted)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    logged, lines = threading.Event(), []
-
-    def watch():
-        for line in process.stdout:
-            lines.append(line)
-            if sum("| loss " in seen for seen in lines) >= 3:
-                logged.set()
-
-    threading.Thread(target=watch, daemon=True).start()
+    lines, logged = watch_training(process, logged_steps=3)
     assert logged.wait(600), "".join(lines[-40:])
     process.send_signal(signal.SIGTERM)
     assert process.wait(600) == 75, "".join(lines[-40:])
