@@ -5,6 +5,7 @@ DataLoader workers follow the machine."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,3 +93,19 @@ def test_training_warns_about_duplicate_idx_values_and_images_outside_the_folder
     warned = [record.getMessage() for record in caplog.records if record.getMessage().startswith("data: ")]
     assert any("duplicate idx" in message and "record 3" in message for message in warned), warned
     assert any("record 5" in message and "absolute image path" in message for message in warned), warned
+
+
+def test_processes_other_than_the_first_show_no_library_warnings():
+    """Each library warning once (the first process), not once per GPU: on RANK > 0 Python warnings
+    and transformers' warnings are dropped; the Trainer's replicas log errors only."""
+    from mcmdpo.train.arguments import AltTextTrainingArguments
+
+    code = ("from mcmdpo.train.console import quiet_other_processes; quiet_other_processes(); import warnings; "
+            "warnings.warn('python-warning'); from transformers.utils import logging; "
+            "logging.get_logger('transformers.x').warning('library-warning')")
+    for rank, shown in (("0", True), ("1", False)):
+        result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RANK": rank},
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert ("python-warning" in result.stderr) == shown and ("library-warning" in result.stderr) == shown, rank
+    assert AltTextTrainingArguments(output_dir="x").log_level_replica == "error"

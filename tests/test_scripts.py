@@ -221,10 +221,8 @@ def test_resume_under_deepspeed_continues_exactly(tiny_checkpoint, synthetic_dir
                           "--save_total_limit 2 --logging_steps 1 --plot false"
                           + ("" if script == "sft.sh" else f" --reference_cache_dir {tmp_path / 'cache'}"))
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    printed = run_script(script, OUTPUT_DIR=str(full), **env)
+    run_script(script, OUTPUT_DIR=str(full), **env)
     assert (full / "checkpoint-2" / "checkpoint_complete").is_file()
-    if script == "sft.sh":  # one process shows a library's warning; the other does not repeat it
-        assert (printed.stdout + printed.stderr).count("is incompatible with gradient checkpointing") == 1
     shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")  # the job stopped after its first save
     run_script(script, OUTPUT_DIR=str(resumed), RESUME="1", **env)
 
