@@ -308,11 +308,11 @@ def score_benchmark(args: argparse.Namespace, files: list[Path]) -> list[dict[st
 
 def given_benchmark_flags(args: argparse.Namespace) -> dict[str, str]:
     """The benchmark-scoring flags given on the command line, each with what it feeds."""
-    defaults = build_parser().parse_args(["--file", "-"])
+    parser = build_parser()
     given = {"--benchmark_dir": "benchmark_dir", "--coco_annotations": "coco_annotations", "--judge_url": "judge"}
     flags = {flag: needs for flag, needs in given.items() if getattr(args, flag.removeprefix("--")) is not None}
     for name in ("judge_model", "judge_api_key_env", "judge_timeout", "judge_retries"):
-        if getattr(args, name) != getattr(defaults, name):
+        if getattr(args, name) != parser.get_default(name):
             if args.judge_url is None:
                 raise ValueError(f"--{name} needs --judge_url")
             flags[f"--{name}"] = "judge"
@@ -320,8 +320,9 @@ def given_benchmark_flags(args: argparse.Namespace) -> dict[str, str]:
 
 
 def score_alt_text(args: argparse.Namespace, files: list[Path]) -> list[dict[str, Any]]:
-    if given_benchmark_flags(args):
-        raise ValueError(f"{', '.join(given_benchmark_flags(args))}: only with --benchmark")
+    given = given_benchmark_flags(args)
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --benchmark")
     protocol = args.protocol or "coco"
     summaries = [score_file(path, protocol, not args.no_record_scores) for path in files]
     units = {name: unit for summary in summaries for name, unit in summary["units"].items()}
