@@ -103,6 +103,28 @@ def hallucination_section(per_seed: PerSeed) -> list[str]:
     ]
 
 
+def app_command(output_dir: str, seed: Any, models: Sequence[str] = ("sft", "dpo", "mcmdpo")) -> str:
+    """The command that opens ``models``' checkpoints of one seed side by side in the browser app."""
+    return "python -m mcmdpo.app " + " ".join(f"--model {output_dir}/seed{seed}/{model}" for model in models)
+
+
+def app_section(settings: Mapping[str, Any], seeds: Sequence[Any]) -> list[str]:
+    """Where to try the trained checkpoints by hand: the app's command for the first seed."""
+    output_dir = str(settings.get("output_dir", "OUTPUT_DIR")).rstrip("/")
+    return [
+        "## Try the checkpoints in the browser",
+        "",
+        f"SFT, DPO and MCM-DPO of seed {seeds[0]} side by side (alt-text, log-prob, image and context margins of each, the",
+        "synthetic test records as examples), on http://127.0.0.1:7860:",
+        "",
+        f"    {app_command(output_dir, seeds[0])}",
+        "",
+        f"Every seed's checkpoints are in {', '.join(f'`{output_dir}/seed{seed}/`' for seed in seeds)}; "
+        f"`--model {output_dir}/seed{seeds[0]}/base` adds the untrained model.",
+        "",
+    ]
+
+
 def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mapping[str, float]) -> str:
     seeds = list(per_seed)
     summary = aggregate(per_seed)
@@ -144,6 +166,7 @@ def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mappi
         "",
     ]
     lines += hallucination_section(per_seed)
+    lines += app_section(settings, seeds)
     for seed in seeds:
         lines += [f"### Seed {seed}", "", *table(per_seed[seed], lambda value, metric: f"{value:.3f}" if "accuracy" in metric else f"{value:.2f}"), ""]
     lines += [

@@ -21,4 +21,6 @@ if command -v npm >/dev/null; then
 else
     echo "note: npm not found; the real-tokenizer assets will be fetched when first needed (apt-get install npm)" >&2
 fi
+# The app's browser test drives Debian's chromium through playwright (never `playwright install`).
+command -v chromium >/dev/null || echo "note: chromium not found; the app's browser test (tests/test_app.py) skips without it, outside CI (apt-get install chromium)" >&2
 "$VENV/bin/python" -c "import torch, transformers, deepspeed, mcmdpo; print(f'mcmdpo {mcmdpo.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}, CUDA available: {torch.cuda.is_available()}')" 2>/dev/null | tail -1

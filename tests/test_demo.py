@@ -44,6 +44,7 @@ def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
     assert "## Over 2 seeds (0, 1): mean (min–max)" in report and "### Seed 0" in report and "### Seed 1" in report
     assert "SFT learns to use the image: **yes**" in report
     assert "## Hallucination check: CHAIR on the alt-text" in report
+    assert f"python -m mcmdpo.app --model {out}/seed0/sft --model {out}/seed0/dpo --model {out}/seed0/mcmdpo" in report
     for seed in ("0", "1"):  # SFT reads the image: far fewer wrong shapes than the untrained model names
         assert summary["per_seed"][seed]["sft"]["object_recall"] > summary["per_seed"][seed]["base"]["object_recall"], seed
     for plot in ("training_curves.png", "scores.png", "margins.png", "hallucination.png"):
@@ -74,6 +75,7 @@ def test_verdicts_respect_the_spread_over_seeds():
     report = render_report({0: models, 1: models}, {"seeds": [0, 1]}, {"total_s": 1.0})
     assert "SFT beats the untrained model on CIDEr: **yes**" in report
     assert "MCM-DPO makes the model more sensitive to the image than DPO does: **not shown**" in report
+    assert "python -m mcmdpo.app --model OUTPUT_DIR/seed0/sft --model OUTPUT_DIR/seed0/dpo --model OUTPUT_DIR/seed0/mcmdpo" in report
 
 
 @pytest.mark.slow
