@@ -1,8 +1,22 @@
 # Shared by the stage scripts (sourced after each has set STAGE and its paths): the recipe, the
-# environment's overrides of it, and the DeepSpeed launch. Every default of a run lives in
+# environment's overrides of it, and the launch. Every default of a run lives in
 # configs/$STAGE.yaml; a variable named here overrides its value when set, and changes nothing
-# when unset or empty. Gradient accumulation follows from the global batch in Python.
-MASTER_PORT=${MASTER_PORT:-$(( 29500 + RANDOM % 1000 ))}
+# when unset or empty. Gradient accumulation follows from the global batch in Python, over every
+# process of every node (WORLD_SIZE, which the launchers set).
+#
+# Where the processes run (README "Several nodes"):
+#   one node (default)  deepspeed --num_gpus NUM_GPUS (4)
+#   NNODES > 1          torchrun-style rendezvous: the same command on every node with its
+#                       NODE_RANK (0..NNODES-1), meeting at MASTER_ADDR:MASTER_PORT (node 0);
+#                       NUM_GPUS processes per node
+#   HOSTFILE            DeepSpeed's hostfile ("host slots=N" per line): run on the first host, the
+#                       launcher starts the others over ssh; with NODE_RANK (and MASTER_ADDR) set,
+#                       one launcher per node and no ssh. NUM_GPUS, when set, replaces the slots.
+NNODES=${NNODES:-1}
+# Every node must name the same port: random only where one node launches everything.
+if [[ -z "${MASTER_PORT:-}" ]]; then
+    if [[ "$NNODES" != 1 || -n "${HOSTFILE:-}" ]]; then MASTER_PORT=29500; else MASTER_PORT=$(( 29500 + RANDOM % 1000 )); fi
+fi
 # The launcher of the active environment, else the one scripts/install.sh put in .venv.
 if ! command -v deepspeed >/dev/null && [[ -x .venv/bin/deepspeed ]]; then
     export PATH="$PWD/.venv/bin:$PATH"
@@ -55,7 +69,7 @@ descendants() {
 }
 
 # On SIGTERM (a scheduler's notice before it kills the job), the training processes are told, not
-# the DeepSpeed launcher (which would kill them 30 s later): each saves a checkpoint at the next
+# the launcher (DeepSpeed's would kill them 30 s later): each saves a checkpoint at the next
 # step boundary and exits with status 75, which the launcher and this script pass on. RESUME=1
 # then continues from that checkpoint.
 forward_sigterm() {
@@ -67,17 +81,53 @@ forward_sigterm() {
     done
 }
 
+# launch_fail MESSAGE: stop before anything starts.
+launch_fail() {
+    echo "error: $1" >&2
+    exit 2
+}
+
+# launcher_command: the launcher for this node, into LAUNCHER (see the top of this file).
+launcher_command() {
+    [[ "$NNODES" =~ ^[1-9][0-9]*$ ]] || launch_fail "NNODES must be a whole number of nodes, got '$NNODES'"
+    if [[ -n "${NODE_RANK:-}" ]] && ! [[ "$NODE_RANK" =~ ^[0-9]+$ ]]; then
+        launch_fail "NODE_RANK must be this node's number (0 for the node at MASTER_ADDR), got '$NODE_RANK'"
+    fi
+    if [[ -n "${HOSTFILE:-}" ]]; then
+        [[ -f "$HOSTFILE" ]] || launch_fail "HOSTFILE $HOSTFILE: no such file"
+        [[ "$NNODES" == 1 ]] || launch_fail "HOSTFILE and NNODES both set: the hostfile lists the nodes; unset NNODES"
+        LAUNCHER=(deepspeed --hostfile "$HOSTFILE" --master_port "$MASTER_PORT")
+        [[ -n "${NUM_GPUS:-}" ]] && LAUNCHER+=(--num_gpus "$NUM_GPUS")
+        [[ -n "${MASTER_ADDR:-}" ]] && LAUNCHER+=(--master_addr "$MASTER_ADDR")
+        if [[ -n "${NODE_RANK:-}" ]]; then
+            [[ -n "${MASTER_ADDR:-}" ]] || launch_fail "HOSTFILE with NODE_RANK (one launcher per node) needs MASTER_ADDR, the first host's address"
+            LAUNCHER+=(--no_ssh --node_rank "$NODE_RANK")
+        fi
+        LAUNCHER+=(--module mcmdpo.train)
+    elif (( NNODES > 1 )); then
+        [[ -n "${NODE_RANK:-}" ]] || launch_fail "NNODES=$NNODES needs NODE_RANK, this node's number (0..$(( NNODES - 1 )); under Slurm \$SLURM_NODEID)"
+        [[ -n "${MASTER_ADDR:-}" ]] || launch_fail "NNODES=$NNODES needs MASTER_ADDR, the address of node 0 (every node must reach it)"
+        (( NODE_RANK < NNODES )) || launch_fail "NODE_RANK $NODE_RANK is not below NNODES $NNODES"
+        LAUNCHER=(torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "${NUM_GPUS:-4}"
+                  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" -m mcmdpo.train)
+    else
+        [[ -z "${NODE_RANK:-}" || "$NODE_RANK" == 0 ]] || launch_fail "NODE_RANK $NODE_RANK without NNODES: set NNODES, the number of nodes"
+        LAUNCHER=(deepspeed --num_gpus "${NUM_GPUS:-4}" --master_port "$MASTER_PORT" --module mcmdpo.train)
+    fi
+}
+
 # launch: the recipe, the paths and overrides (ARGS), then DEEPSPEED_CONFIG, then EXTRA_ARGS last
 # so that its flags win.
 launch() {
     local deepspeed_args=() launcher status
+    local -a LAUNCHER
+    launcher_command
     [[ -n "$DEEPSPEED_CONFIG" ]] && deepspeed_args=(--deepspeed "$DEEPSPEED_CONFIG")
     # DeepSpeed's CPU accelerator (no GPU): the Trainer must then set up gloo processes itself.
     [[ "${DS_ACCELERATOR:-}" == cpu ]] && deepspeed_args+=(--use_cpu true)
     set -x
     # shellcheck disable=SC2086  # EXTRA_ARGS is split into flags on purpose
-    deepspeed --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" --module mcmdpo.train \
-        "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS &
+    "${LAUNCHER[@]}" "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS &
     { set +x; } 2>/dev/null
     launcher=$!
     trap 'forward_sigterm "$launcher"' TERM

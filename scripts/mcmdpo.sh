@@ -8,9 +8,13 @@
 #   DATA_PATH         preference file                                   (playground/data/pref_train.json)
 #   IMAGE_FOLDER      folder image paths are relative to                (playground/data/image)
 #   OUTPUT_DIR        where the checkpoint is written                   (checkpoints/mcmdpo)
-#   NUM_GPUS          processes to launch                               (4)
+#   NUM_GPUS          processes per node                                (4; HOSTFILE: its slots)
 #   DEEPSPEED_CONFIG  ZeRO config; empty: no DeepSpeed config           (scripts/zero3.json)
-#   MASTER_PORT       rendezvous port                                   (random in 29500-30499)
+#   MASTER_PORT       rendezvous port                                   (random in 29500-30499; several nodes: 29500)
+#   NNODES            nodes, each running this script                   (1)
+#   NODE_RANK         this node's number, 0 at MASTER_ADDR              (several nodes: required)
+#   MASTER_ADDR       node 0's address                                  (several nodes: required)
+#   HOSTFILE          a DeepSpeed hostfile instead of NNODES            (see scripts/_launch.sh)
 # Every other default is configs/mcmdpo.yaml's; each of these, when set, overrides its value:
 #   LEARNING_RATE  EPOCHS  MAX_LENGTH  BF16  BETA
 #   PER_DEVICE_BATCH  records per process and micro-step (--per_device_train_batch_size)
@@ -37,7 +41,6 @@ MODEL_PATH=${MODEL_PATH:-checkpoints/sft}
 DATA_PATH=${DATA_PATH:-playground/data/pref_train.json}
 IMAGE_FOLDER=${IMAGE_FOLDER:-playground/data/image}
 OUTPUT_DIR=${OUTPUT_DIR:-checkpoints/mcmdpo}
-NUM_GPUS=${NUM_GPUS:-4}
 DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG-scripts/zero3.json}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 

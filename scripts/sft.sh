@@ -7,9 +7,13 @@
 #   DATA_PATH         SFT data file                           (playground/data/sft_train.json)
 #   IMAGE_FOLDER      folder image paths are relative to      (playground/data/image)
 #   OUTPUT_DIR        where the checkpoint is written         (checkpoints/sft)
-#   NUM_GPUS          processes to launch                     (4)
+#   NUM_GPUS          processes per node                      (4; HOSTFILE: its slots)
 #   DEEPSPEED_CONFIG  ZeRO config; empty: no DeepSpeed config (scripts/zero3.json)
-#   MASTER_PORT       rendezvous port                         (random in 29500-30499)
+#   MASTER_PORT       rendezvous port                         (random in 29500-30499; several nodes: 29500)
+#   NNODES            nodes, each running this script         (1)
+#   NODE_RANK         this node's number, 0 at MASTER_ADDR    (several nodes: required)
+#   MASTER_ADDR       node 0's address                        (several nodes: required)
+#   HOSTFILE          a DeepSpeed hostfile instead of NNODES  (see scripts/_launch.sh)
 # Every other default is configs/sft.yaml's; each of these, when set, overrides its value:
 #   LEARNING_RATE  EPOCHS  MAX_LENGTH  BF16
 #   PER_DEVICE_BATCH  micro-batch per process (--per_device_train_batch_size)
@@ -27,7 +31,6 @@ MODEL_PATH=${MODEL_PATH:-llava-hf/llava-v1.6-vicuna-7b-hf}
 DATA_PATH=${DATA_PATH:-playground/data/sft_train.json}
 IMAGE_FOLDER=${IMAGE_FOLDER:-playground/data/image}
 OUTPUT_DIR=${OUTPUT_DIR:-checkpoints/sft}
-NUM_GPUS=${NUM_GPUS:-4}
 DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG-scripts/zero3.json}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 

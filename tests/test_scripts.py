@@ -11,7 +11,7 @@ import sys
 import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from conftest import REPO_ROOT, watch_training
+from conftest import REPO_ROOT, logged_losses, stage_script_env, watch_training
 
 
 def run_script(name: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
@@ -209,28 +209,19 @@ def test_mcmdpo_script_under_zero3_with_a_qwen2_5_vl_checkpoint(synthetic_dir, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script, zero", [("sft.sh", "zero2"), ("sft.sh", "zero3"), ("mcmdpo.sh", "zero3")])
-def test_resume_under_deepspeed_continues_exactly(tiny_checkpoint, synthetic_dir, tmp_path, script, zero):
+def test_resume_under_deepspeed_continues_exactly(one_node_run, tmp_path, script, zero):
     """SFT, and MCM-DPO with cached reference log-probs, on 2 processes: every checkpoint is marked
     complete once both have written it, and RESUME=1 continues from the newest complete one with
     the losses of an uninterrupted run."""
-    data = "sft_train.json" if script == "sft.sh" else "pref_train.json"
-    env = dict(MODEL_PATH=str(tiny_checkpoint), DATA_PATH=str(synthetic_dir / data),
-               IMAGE_FOLDER=str(synthetic_dir / "image"), DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / f"{zero}.json"),
-               PER_DEVICE_BATCH="4" if script == "sft.sh" else "2", GLOBAL_BATCH="8", LEARNING_RATE="2e-3",
-               EXTRA_ARGS="--max_steps 4 --dataloader_num_workers 0 --report_to none --save_strategy steps --save_steps 2 "
-                          "--save_total_limit 2 --logging_steps 1 --plot false"
-                          + ("" if script == "sft.sh" else f" --reference_cache_dir {tmp_path / 'cache'}"))
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    run_script(script, OUTPUT_DIR=str(full), **env)
+    full, settings = one_node_run(script, zero)
+    resumed = tmp_path / "resumed"
     assert (full / "checkpoint-2" / "checkpoint_complete").is_file()
     shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")  # the job stopped after its first save
-    run_script(script, OUTPUT_DIR=str(resumed), RESUME="1", **env)
-
-    def losses(output):
-        return {e["step"]: e["loss"] for e in json.loads((output / "trainer_state.json").read_text())["log_history"] if "loss" in e}
-
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / script)], capture_output=True, text=True, timeout=900,
+                            env=stage_script_env(NUM_GPUS="2", OUTPUT_DIR=str(resumed), RESUME="1", **settings))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     for step in (3, 4):
-        assert losses(resumed)[step] == pytest.approx(losses(full)[step], abs=1e-6), step
+        assert logged_losses(resumed)[step] == pytest.approx(logged_losses(full)[step], abs=1e-6), step
 
 
 @pytest.mark.slow

@@ -60,7 +60,10 @@ def use_compact_console(trainer: Trainer) -> None:
 
 def quiet_other_processes() -> None:
     """On every process but the first (``RANK`` > 0 under a launcher), third-party warnings and
-    library logging below errors are dropped: the first process shows them once."""
+    library logging below errors are dropped: the first process shows them once. Everywhere:
+    torch's deprecation notice for the collective names DeepSpeed's ZeRO calls at every step
+    (nothing a user can act on; under torchrun it repeats at every step)."""
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     if int(os.environ.get("RANK", "0")) == 0:
         return
     warnings.filterwarnings("ignore")
