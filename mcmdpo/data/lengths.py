@@ -14,7 +14,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from tqdm.auto import tqdm
 
@@ -79,6 +79,85 @@ def image_token_count(processor: Any, size: tuple[int, int]) -> int | None:
         return None
 
 
+# A record's fate under --max_length: trained on whole, trained on with an answer cut short, or
+# dropped (a sequence would keep no answer token).
+KEPT, CUT, DROPPED = "kept", "cut", "dropped"
+
+
+class Measurement(NamedTuple):
+    """What measuring one record found: its fate and the tokens its image becomes (None without
+    an image)."""
+
+    fate: str
+    image_tokens: int | None
+
+
+def measure_records(
+    examples: Sequence[Any],
+    image_sizes: Sequence[tuple[int, int] | None],
+    processor: Any,
+    max_length: int,
+    inputs: ImageInputs,
+    conversations_at: Callable[[int], PlannedConversations] | None = None,
+    positions: Sequence[int] | None = None,
+    show_progress: bool = True,
+) -> list[Measurement | Problem]:
+    """Measure every sequence of the records at ``positions`` (default: all), each through
+    ``conversations_at(position)`` (default: an SFT record's own conversation): one
+    :class:`Measurement` per record, in order, or the :class:`Problem` that stopped it (e.g. the
+    text holds the model's own image placeholder). Records are measured independently, so any
+    share of them can be measured anywhere and the results put back in order."""
+    conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
+    positions = range(len(examples)) if positions is None else positions
+    expansions: dict[Any, tuple[str, int]] = {}
+
+    def expansion(size: tuple[int, int]) -> tuple[str, int]:
+        """What the placeholder becomes for an image of this size, and its token count. Encoding
+        an image can take a second (SmolVLM resizes to 2,048 pixels and crops), so one image is
+        encoded per distinct count of the processor's own token arithmetic: images with the same
+        count expand to the same number of tokens, bounded by special tokens in every family."""
+        size = tuple(size)
+        count = image_token_count(processor, size)
+        key = ("size", size) if count is None else ("count", count)
+        if key not in expansions:
+            text = image_replacement(processor, size, inputs)
+            expansions[key] = text, len(replacement_ids(processor, text))
+        return expansions[key]
+
+    results: list[Measurement | Problem] = []
+    for position in tqdm(positions, desc="measuring sequence lengths", disable=not show_progress):
+        example = examples[position]
+        tokens = expansion(image_sizes[position])[1] if image_sizes[position] is not None else None
+        try:
+            plans = [
+                plan_sequence(processor, turns, None if size is None else expansion(size)[0])
+                for turns, size in conversations_at(position)
+            ]
+        except ValueError as error:  # e.g. the text holds the model's own image placeholder
+            location = getattr(example, "location", None)
+            results.append(Problem(str(location.file) if location else "", str(error), location, example.idx))
+            continue
+        fate = DROPPED if any(plan.first_answer >= max_length for plan in plans) else CUT if any(
+            plan.length > max_length for plan in plans) else KEPT
+        results.append(Measurement(fate, tokens))
+    return results
+
+
+def report_from(examples: Sequence[Any], max_length: int, measurements: Sequence[Measurement]) -> LengthReport:
+    """The report of every record's measurement (one per record, in order)."""
+    report = LengthReport(len(examples), max_length)
+    for position, (example, (fate, tokens)) in enumerate(zip(examples, measurements, strict=True)):
+        if tokens is not None:
+            report.image_tokens.append(tokens)
+        if fate == DROPPED:
+            report.dropped.append(example.idx)
+            continue
+        if fate == CUT:
+            report.truncated.append(example.idx)
+        report.kept.append(position)
+    return report
+
+
 def check_lengths(
     examples: Sequence[Any],
     image_sizes: Sequence[tuple[int, int] | None],
@@ -89,39 +168,10 @@ def check_lengths(
     show_progress: bool = True,
 ) -> LengthReport:
     """Measure every sequence of every record (``conversations_at(position)``; default: an SFT
-    record's own conversation) and report which records to keep."""
-    conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
-    report = LengthReport(len(examples), max_length)
-    expansions: dict[Any, tuple[str, int]] = {}
-
-    def expansion(size: tuple[int, int]) -> tuple[str, int]:
-        """What the placeholder becomes for an image of this size, and its token count. Encoding
-        an image can take a second (SmolVLM resizes to 2,048 pixels and crops), so one image is
-        encoded per distinct count of the processor's own token arithmetic: images with the same
-        count expand to the same number of tokens, bounded by special tokens in every family."""
-        count = image_token_count(processor, size)
-        key = ("size", size) if count is None else ("count", count)
-        if key not in expansions:
-            text = image_replacement(processor, size, inputs)
-            expansions[key] = text, len(replacement_ids(processor, text))
-        return expansions[key]
-
-    for position in tqdm(range(len(examples)), desc="measuring sequence lengths", disable=not show_progress):
-        example = examples[position]
-        if image_sizes[position] is not None:
-            report.image_tokens.append(expansion(image_sizes[position])[1])
-        try:
-            plans = [
-                plan_sequence(processor, turns, None if size is None else expansion(size)[0])
-                for turns, size in conversations_at(position)
-            ]
-        except ValueError as error:  # e.g. the text holds the model's own image placeholder
-            location = getattr(example, "location", None)
-            raise DataValidationError([Problem(str(location.file) if location else "", str(error), location, example.idx)]) from error
-        if any(plan.first_answer >= max_length for plan in plans):
-            report.dropped.append(example.idx)
-            continue
-        if any(plan.length > max_length for plan in plans):
-            report.truncated.append(example.idx)
-        report.kept.append(position)
-    return report
+    record's own conversation) and report which records to keep; raise
+    :class:`DataValidationError` listing every record that cannot be measured."""
+    measured = measure_records(examples, image_sizes, processor, max_length, inputs, conversations_at, show_progress=show_progress)
+    problems = [result for result in measured if isinstance(result, Problem)]
+    if problems:
+        raise DataValidationError(problems)
+    return report_from(examples, max_length, measured)

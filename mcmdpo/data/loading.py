@@ -50,6 +50,50 @@ def _check_image(image: ImageRef, image_folder: str | Path | None) -> tuple[tupl
         return None, f"image cannot be fully decoded (truncated or damaged: {error}): {shown}"
 
 
+# What checking one image found: its (height, width), or None and a message saying what is wrong.
+ImageCheck = tuple[tuple[int, int] | None, str | None]
+
+
+def distinct_images(examples: list[Any]) -> list[ImageRef]:
+    """The images of the examples, each once, in the order of their first record."""
+    return list({example.image: None for example in examples if example.image is not None})
+
+
+def check_images(
+    images: list[ImageRef],
+    image_folder: str | Path | None,
+    show_progress: bool = True,
+    num_workers: int | None = None,
+    description: str = "checking images",
+) -> list[ImageCheck]:
+    """Decode each of ``images`` in full (threads: PIL releases the GIL while decoding); one
+    :data:`ImageCheck` per image, in order."""
+    if not images:
+        return []
+    workers = num_workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        checked = pool.map(lambda image: _check_image(image, image_folder), images)
+        return list(tqdm(checked, total=len(images), desc=description, disable=not show_progress))
+
+
+def apply_image_checks(
+    examples: list[Any], checks: dict[ImageRef, ImageCheck], path: str | Path, problems: list[Problem]
+) -> tuple[list[Any], list[tuple[int, int] | None]]:
+    """The examples whose image is sound (or who have none) and their (height, width), given
+    what checking each distinct image found; a problem naming the record and the field is added
+    for each other one."""
+    valid: list[Any] = []
+    sizes: list[tuple[int, int] | None] = []
+    for example in examples:
+        size, message = checks[example.image] if example.image is not None else (None, None)
+        if message is None:
+            valid.append(example)
+            sizes.append(None if size is None else tuple(size))
+            continue
+        problems.append(Problem(str(path), message, example.location, example.idx, _image_field(example.image)))
+    return valid, sizes
+
+
 def verify_images(
     examples: list[Any],
     path: str | Path,
@@ -58,28 +102,15 @@ def verify_images(
     show_progress: bool = True,
     num_workers: int | None = None,
 ) -> tuple[list[Any], list[tuple[int, int] | None]]:
-    """Decode every distinct image of the examples once (threads: PIL releases the GIL while
-    decoding; benchmarks ask many questions about one image). Returns the examples whose image is
-    sound (or who have none) and their (height, width); a problem naming the record and the field
-    is added for each other one."""
+    """Decode every distinct image of the examples once (benchmarks ask many questions about one
+    image). Returns the examples whose image is sound (or who have none) and their (height,
+    width); a problem naming the record and the field is added for each other one. Training
+    shares this work out among its processes (:mod:`mcmdpo.train.data_checks`)."""
     if not examples:
         return [], []
-    distinct = list({example.image: None for example in examples if example.image is not None})
-    workers = num_workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(workers) as pool:
-        checked = pool.map(lambda image: _check_image(image, image_folder), distinct)
-        checked = list(tqdm(checked, total=len(distinct), desc=f"checking images of {Path(path).name}", disable=not show_progress))
-    by_image = dict(zip(distinct, checked))
-    valid: list[Any] = []
-    sizes: list[tuple[int, int] | None] = []
-    for example in examples:
-        size, message = by_image[example.image] if example.image is not None else (None, None)
-        if message is None:
-            valid.append(example)
-            sizes.append(size)
-            continue
-        problems.append(Problem(str(path), message, example.location, example.idx, _image_field(example.image)))
-    return valid, sizes
+    distinct = distinct_images(examples)
+    checked = check_images(distinct, image_folder, show_progress, num_workers, f"checking images of {Path(path).name}")
+    return apply_image_checks(examples, dict(zip(distinct, checked)), path, problems)
 
 
 def _where(example: Any) -> str:
@@ -138,6 +169,22 @@ def find_warnings(loaded: LoadedData, image_folder: str | Path | None, max_liste
     return warnings
 
 
+def parse_records(path: str | Path, kind: str | None = None) -> tuple[str, list[Any], list[Problem]]:
+    """Read ``path`` and parse its records as ``kind`` (guessed from the first record when None):
+    (kind, the valid examples, the file-level and per-record problems). Images are not opened."""
+    path = Path(path)
+    raw_records, problems, file_format = read_raw_records(path)
+    if kind is None:
+        kind = guess_kind(raw_records[0][1] if raw_records else None, file_format == "jsonl")
+    if kind not in KINDS:
+        raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
+    if not raw_records and not problems:
+        problems.append(Problem(str(path), "the file holds no records"))
+    parser = PARSERS[kind]
+    examples = [example for location, record in raw_records if (example := parser(location, record, problems))]
+    return kind, examples, problems
+
+
 def find_problems(
     path: str | Path,
     kind: str | None = None,
@@ -150,15 +197,7 @@ def find_problems(
     problem found: file-level, per record and per image. ``LoadedData.warnings`` holds what
     :func:`find_warnings` finds in the valid examples."""
     path = Path(path)
-    raw_records, problems, file_format = read_raw_records(path)
-    if kind is None:
-        kind = guess_kind(raw_records[0][1] if raw_records else None, file_format == "jsonl")
-    if kind not in KINDS:
-        raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
-    if not raw_records and not problems:
-        problems.append(Problem(str(path), "the file holds no records"))
-    parser = PARSERS[kind]
-    examples = [example for location, record in raw_records if (example := parser(location, record, problems))]
+    kind, examples, problems = parse_records(path, kind)
     sizes: list[tuple[int, int] | None] = [None] * len(examples)
     if check_images:
         examples, sizes = verify_images(examples, path, image_folder, problems, show_progress, num_workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -151,10 +151,13 @@ class PreferenceDataset(Dataset):
         image_sizes = [sizes[position], self.negative_image_size(position, sizes) if self.uses_negative_image else None]
         return [(turns[t.context, t.response], image_sizes[t.image]) for t in self.triples]
 
-    def keep_what_fits(self, sizes: Sequence[tuple[int, int] | None], show_progress: bool = True) -> LengthReport:
-        """Measure every sequence of every record (:func:`~mcmdpo.data.lengths.check_lengths`),
+    def keep_what_fits(
+        self, sizes: Sequence[tuple[int, int] | None], show_progress: bool = True, check: Callable[..., LengthReport] = check_lengths
+    ) -> LengthReport:
+        """Measure every sequence of every record (:func:`~mcmdpo.data.lengths.check_lengths`, or
+        ``check``, which takes the same arguments: training's shares the work among its processes),
         train on the records that keep an answer token in each, and return the report."""
-        report = check_lengths(
+        report = check(
             self.examples, sizes, self.processor, self.max_length, self.inputs,
             lambda position: self.planned_conversations(position, sizes), show_progress=show_progress,
         )

@@ -15,6 +15,7 @@ from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS
 from mcmdpo.train.console import available_workers
+from mcmdpo.train.data_checks import DEFAULT_DATA_CACHE_DIR
 from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
 from mcmdpo.train.resume import resolve_resume
 
@@ -114,6 +115,12 @@ class AltTextTrainingArguments(TrainingArguments):
         default=2048, metadata={"help": "longest sequence in tokens (image tokens included); longer ones are cut from the end"}
     )
     plot: bool = field(default=True, metadata={"help": "draw the training curves to OUTPUT_DIR/training_curves.png"})
+    data_cache_dir: str = field(
+        default=str(DEFAULT_DATA_CACHE_DIR),
+        metadata={"help": "where the data checks' results are kept (keyed by the data file's sha256 and every image's size and "
+                          "mtime, the lengths also by the processor and length settings), so a restart skips them; "
+                          "none: check everything again and keep nothing"},
+    )
     # Image tensors are extra columns the model signature check would drop.
     remove_unused_columns: bool = field(default=False)
     dataloader_num_workers: int = field(

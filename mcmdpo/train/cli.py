@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
+import socket
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
@@ -23,8 +25,6 @@ import torch
 from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from mcmdpo.data.collate import SFTCollator
-from mcmdpo.data.lengths import check_lengths
-from mcmdpo.data.loading import load_examples
 from mcmdpo.data.preference_dataset import PreferenceDataset
 from mcmdpo.data.records import DataValidationError, Problem
 from mcmdpo.data.sft_dataset import SFTDataset
@@ -33,8 +33,10 @@ from mcmdpo.model.families import ModelFamily
 from mcmdpo.model.loading import CheckpointError, load_family, load_model, load_processor
 from mcmdpo.model.lora import apply_lora
 from mcmdpo.train.console import quiet_other_processes, use_compact_console
+from mcmdpo.train.data_checks import DataChecks, length_settings
 from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS, PreemptionCallback
 from mcmdpo.train.resume import CheckpointWeightsMixin
+from mcmdpo.train.several_nodes import SharedFolderError, agreed, check_shared_folders, lost_another_process
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
@@ -103,11 +105,16 @@ def load_training_data(
 ) -> tuple[Any, Any, ModelFamily]:
     """Validate the data before anything else is loaded; then, with the checkpoint's processor
     under the run's image protocol, measure every sequence each record trains on and keep the
-    records that keep an answer within max_length. The report is logged and written to
-    OUTPUT_DIR/data_report.json. Returns (dataset, processor, model family)."""
+    records that keep an answer within max_length. The checks run once per job, shared among its
+    processes, and are cached in --data_cache_dir (:mod:`mcmdpo.train.data_checks`). The report is
+    logged and written to OUTPUT_DIR/data_report.json. Returns (dataset, processor, model family)."""
     main_process = training_args.process_index == 0
     kind = "sft" if training_args.stage == "sft" else "preference"
-    loaded = load_examples(data_args.data_path, kind, data_args.image_folder, show_progress=main_process)
+    settings = length_settings(training_args.stage) if kind == "sft" else length_settings(
+        training_args.stage, training_args.negatives, training_args.layout)
+    checks = DataChecks(data_args.data_path, kind, data_args.image_folder, training_args.data_cache_dir, settings,
+                        show_progress=main_process)
+    loaded = checks.load_examples()
     if main_process:  # duplicate idx values, image paths leaving --image_folder: train, but say so
         for warning in loaded.warnings[:20]:
             logger.warning("data: %s", warning)
@@ -120,7 +127,7 @@ def load_training_data(
     )
     family = load_family(model_args.model_name_or_path, model_args.image_aspect_ratio)
     if kind == "sft":
-        report = check_lengths(
+        report = checks.check_lengths(
             loaded.examples, loaded.image_sizes, processor, training_args.max_length, family.inputs, show_progress=main_process
         )
         dataset: Any = SFTDataset(
@@ -131,7 +138,8 @@ def load_training_data(
             loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs,
             training_args.negatives, training_args.layout,
         )
-        report = dataset.keep_what_fits(loaded.image_sizes, show_progress=main_process)
+        report = dataset.keep_what_fits(loaded.image_sizes, show_progress=main_process, check=checks.check_lengths)
+    checks.confirm_agreement(loaded, report)
     if main_process:
         logger.info("%s: %s", data_args.data_path, report.summary())
         if report.dropped:
@@ -220,6 +228,8 @@ def attach_reference_logps(
     )
     epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
     cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.triples)))
+    if not agreed(cached is not None):  # read by all, or computed by all: never half and half
+        cached = None
     main_process = trainer.is_world_process_zero()
     if cached is not None:
         if main_process:
@@ -238,6 +248,18 @@ def attach_reference_logps(
     gc.collect()
 
 
+def folders_every_node_uses(training_args: AltTextTrainingArguments) -> dict[str, str]:
+    """The folders each process reads what another wrote: the checkpoints (every process writes its
+    shard of a ZeRO checkpoint and reads it back on resume; not with --save_on_each_node) and the
+    reference log-prob cache (written by the first process, read by all)."""
+    folders = {}
+    if not training_args.save_on_each_node:
+        folders["--output_dir"] = training_args.output_dir
+    if training_args.stage != "sft" and training_args.precompute_reference_logps:
+        folders["--reference_cache_dir"] = training_args.reference_cache_dir
+    return folders
+
+
 def run(
     model_args: ModelArguments, data_args: DataArguments, training_args: AltTextTrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
@@ -253,6 +275,7 @@ def run(
         # On GPUs accelerate has done this already; on DeepSpeed's CPU accelerator it set up plain
         # torch.distributed, which ZeRO-3's partitioned loading does not see until this wraps it.
         deepspeed.init_distributed()
+    check_shared_folders(folders_every_node_uses(training_args))
     dataset, processor, family = load_training_data(data_args, training_args, model_args)
     set_seed(training_args.seed)
     pad_id = processor.tokenizer.pad_token_id
@@ -328,9 +351,22 @@ def main(argv: list[str] | None = None) -> int:
     preemption = PreemptionCallback()
     try:
         run(model_args, data_args, training_args, callbacks=[preemption])
-    except (DataValidationError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (DataValidationError, CheckpointError, SharedFolderError) as error:
+        if isinstance(error, DataValidationError) and int(os.environ.get("RANK", "0")) > 0:
+            # Every process found the same problems (the checks are gathered): process 0 lists them.
+            print(f"error: {len(error.problems)} problem(s) in the input data (process 0 lists them)", file=sys.stderr)
+        else:
+            print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not lost_another_process(error):
+            raise
+        rank = os.environ.get("RANK", "0")
+        print(f"\nerror: process {rank} on {socket.gethostname()} lost another process of the job ({type(error).__name__}: "
+              f"{str(error).splitlines()[0][:300]}). A node or process died or was killed (its own log says why); this "
+              "process stops too. RESUME=1 (--resume_from_checkpoint last) continues from the newest complete checkpoint.",
+              file=sys.stderr, flush=True)
+        return 1
     return PREEMPTED_EXIT_STATUS if preemption.preempted else 0
 
 
