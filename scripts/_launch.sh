@@ -74,6 +74,7 @@ descendants() {
 # then continues from that checkpoint.
 forward_sigterm() {
     local pid
+    date > "$SIGTERM_STAMP"
     for pid in $(descendants "$1"); do
         if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-m mcmdpo.train"; then
             kill -TERM "$pid" 2>/dev/null || true
@@ -130,6 +131,7 @@ launch() {
     "${LAUNCHER[@]}" "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS &
     { set +x; } 2>/dev/null
     launcher=$!
+    SIGTERM_STAMP=$(mktemp)
     trap 'forward_sigterm "$launcher"' TERM
     # wait returns early when the trap runs: wait again until the launcher has exited.
     while true; do
@@ -137,5 +139,12 @@ launch() {
         kill -0 "$launcher" 2>/dev/null || break
     done
     trap - TERM
+    # torchrun reports a worker's exit status 75 as 1: a run told to stop that has marked a
+    # checkpoint complete since then was preempted, whichever launcher ran it.
+    if (( status != 0 && status != 75 )) && [[ -s "$SIGTERM_STAMP" ]] &&
+        [[ -n "$(find "$OUTPUT_DIR" -maxdepth 2 -name checkpoint_complete -newer "$SIGTERM_STAMP" 2>/dev/null)" ]]; then
+        status=75
+    fi
+    rm -f "$SIGTERM_STAMP"
     return "$status"
 }

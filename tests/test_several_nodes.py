@@ -126,6 +126,32 @@ def test_a_node_killed_mid_run_stops_the_other_with_a_clear_error(tiny_checkpoin
 
 
 @pytest.mark.slow
+def test_sigterm_to_every_node_saves_one_checkpoint_and_every_node_exits_75(tiny_checkpoint, synthetic_dir, tmp_path):
+    """What Slurm does before a time limit or a preemption (``--signal=TERM@300``): SIGTERM to each
+    node's task. Both nodes save the same checkpoint at the next step boundary and exit 75 (through
+    torchrun, which reports its worker's 75 as 1 by itself)."""
+    settings = short_run_settings("sft.sh", "zero3", tiny_checkpoint, synthetic_dir, tmp_path / "cache")
+    settings["EXTRA_ARGS"] = settings["EXTRA_ARGS"].replace("--max_steps 4", "--max_steps 400").replace(
+        "--save_strategy steps", "--save_strategy no")
+    out = tmp_path / "out"
+    launch = {**rendezvous(tmp_path, "torchrun"), "OUTPUT_DIR": str(out), **settings}
+    nodes = [start_node("sft.sh", rank, **launch) for rank in (0, 1)]
+    try:
+        lines, logged = watch_training(nodes[0], logged_steps=3)
+        assert logged.wait(600), "".join(lines[-40:])
+        for node in nodes:
+            node.send_signal(signal.SIGTERM)
+        statuses = [node.wait(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                kill_node(node)
+    assert statuses == [75, 75], "".join(lines[-60:])
+    (checkpoint,) = out.glob("checkpoint-*")
+    assert (checkpoint / "checkpoint_complete").is_file() and int(checkpoint.name.split("-")[1]) < 400
+
+
+@pytest.mark.slow
 def test_a_node_that_cannot_see_the_reference_cache_stops_every_node_before_any_model_loads(tiny_checkpoint, synthetic_dir, tmp_path):
     """The cache folder is on a filesystem node 1 does not share (simulated: node 1's path is
     another folder): both nodes stop with an error naming the folder and the node, before loading

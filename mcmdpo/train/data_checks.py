@@ -51,6 +51,7 @@ from mcmdpo.data.loading import (
 )
 from mcmdpo.data.records import DataValidationError, ImageRef, Problem
 from mcmdpo.files import write_text_atomically
+from mcmdpo.train.several_nodes import distributed, from_every_process, from_main
 
 # 1: image checks as [height, width] per distinct image; lengths as [fate, image tokens] per record.
 # Raise it when what a check finds changes, so that no run reads an older version's results.
@@ -68,10 +69,9 @@ class Processes:
     (or with one process), one process and no collective."""
 
     def __init__(self) -> None:
-        distributed = torch.distributed
-        self.active = distributed.is_available() and distributed.is_initialized() and distributed.get_world_size() > 1
-        self.rank = distributed.get_rank() if self.active else 0
-        self.count = distributed.get_world_size() if self.active else 1
+        self.active = distributed()
+        self.rank = torch.distributed.get_rank() if self.active else 0
+        self.count = torch.distributed.get_world_size() if self.active else 1
 
     @property
     def main(self) -> bool:
@@ -83,19 +83,11 @@ class Processes:
 
     def gather(self, value: Any) -> list[Any]:
         """Every process's ``value``, in rank order, on every process."""
-        if not self.active:
-            return [value]
-        values: list[Any] = [None] * self.count
-        torch.distributed.all_gather_object(values, value)
-        return values
+        return from_every_process(value)
 
     def from_main(self, value: Any) -> Any:
         """The main process's ``value`` on every process."""
-        if not self.active:
-            return value
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
+        return from_main(value)
 
     def together(self, work: Callable[[], T]) -> list[T]:
         """Run ``work`` on every process and gather what each returned. If it raised anywhere,

@@ -41,6 +41,15 @@ def from_every_process(value: Any) -> list[Any]:
     return values
 
 
+def from_main(value: Any) -> Any:
+    """The first process's ``value``, on every process (``value`` itself without a process group)."""
+    if not distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def agreed(flag: bool) -> bool:
     """True only where every process says True: a decision (e.g. "the cache holds it") that all
     processes then act on alike."""
