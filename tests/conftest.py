@@ -63,11 +63,11 @@ def stage_script_env(**settings: str) -> dict[str, str]:
 
 def short_run_settings(script: str, zero: str, tiny_checkpoint: Path, synthetic_dir: Path, cache_dir: Path) -> dict[str, str]:
     """A 4-step run of ``script`` under ``scripts/<zero>.json`` with a checkpoint every 2 steps:
-    SFT 4 examples per process, MCM-DPO 2 records per process (accumulating 2 over 2 processes)."""
+    8 examples (records) a step, 2 per process, accumulating 2 over 2 processes."""
     data = "sft_train.json" if script == "sft.sh" else "pref_train.json"
     return dict(
         MODEL_PATH=str(tiny_checkpoint), DATA_PATH=str(synthetic_dir / data), IMAGE_FOLDER=str(synthetic_dir / "image"),
-        DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / f"{zero}.json"), PER_DEVICE_BATCH="4" if script == "sft.sh" else "2",
+        DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / f"{zero}.json"), PER_DEVICE_BATCH="2",
         GLOBAL_BATCH="8", LEARNING_RATE="2e-3",
         EXTRA_ARGS="--max_steps 4 --dataloader_num_workers 0 --report_to none --save_strategy steps --save_steps 2 "
                    "--save_total_limit 2 --logging_steps 1 --plot false"

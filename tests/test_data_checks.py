@@ -173,6 +173,7 @@ def two_process_runs(tiny_checkpoint, tmp_path_factory):
     return folder, data, runs
 
 
+@pytest.mark.slow
 def test_two_processes_each_check_half_and_agree_with_one_process(two_process_runs, processor, tiny_checkpoint):
     folder, data, (first, _) = two_process_runs
     log = first.stdout + first.stderr
@@ -189,6 +190,7 @@ def test_two_processes_each_check_half_and_agree_with_one_process(two_process_ru
     assert json.loads((folder / "out1" / "data_report.json").read_text()) == alone.as_dict()
 
 
+@pytest.mark.slow
 def test_a_restart_reads_the_cache_and_a_damaged_image_is_checked_again(two_process_runs, tiny_checkpoint):
     """The second run decodes and measures nothing; damaging two images (one in each process's
     share) makes the next run check them again and stop on both processes, listing both, before

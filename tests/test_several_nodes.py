@@ -73,7 +73,7 @@ def rendezvous(tmp_path: Path, way: str) -> dict[str, str]:
 @pytest.mark.parametrize("script, way", [("sft.sh", "torchrun"), ("mcmdpo.sh", "hostfile")])
 def test_two_nodes_log_the_losses_of_one_node_with_two_processes(one_node_run, tiny_checkpoint, synthetic_dir, tmp_path, script, way):
     """ZeRO-3, 4 steps: the two-node job shards the model over both nodes, counts both in the
-    gradient accumulation (MCM-DPO: 8 records a step = 2 per process x 2 processes x 2), computes
+    gradient accumulation (8 examples or records a step = 2 per process x 2 processes x 2), computes
     the reference log-probs once into the cache both read, and logs the one-node run's losses."""
     one_node, _ = one_node_run(script, "zero3")
     cache, out = tmp_path / "cache", tmp_path / "out"
