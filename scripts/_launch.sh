@@ -124,8 +124,17 @@ launch() {
     local -a LAUNCHER
     launcher_command
     [[ -n "$DEEPSPEED_CONFIG" ]] && deepspeed_args=(--deepspeed "$DEEPSPEED_CONFIG")
-    # DeepSpeed's CPU accelerator (no GPU): the Trainer must then set up gloo processes itself.
-    [[ "${DS_ACCELERATOR:-}" == cpu ]] && deepspeed_args+=(--use_cpu true)
+    if [[ "${DS_ACCELERATOR:-}" == cpu ]]; then
+        # DeepSpeed's CPU accelerator (no GPU): the Trainer must then set up gloo processes itself.
+        deepspeed_args+=(--use_cpu true)
+        # The processes share this machine's cores: each using them all makes every step ~3x
+        # slower (2 processes on 2 cores). Only where unset: torchrun sets 1 itself.
+        if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+            OMP_NUM_THREADS=$(( $(nproc) / ${NUM_GPUS:-4} ))
+            (( OMP_NUM_THREADS > 0 )) || OMP_NUM_THREADS=1
+            export OMP_NUM_THREADS
+        fi
+    fi
     set -x
     # shellcheck disable=SC2086  # EXTRA_ARGS is split into flags on purpose
     "${LAUNCHER[@]}" "${ARGS[@]}" "${deepspeed_args[@]}" $EXTRA_ARGS &

@@ -157,7 +157,7 @@ def train_on_two_processes(model: Path, data: Path, images: Path, out: Path, cac
          "--max_steps", "1", "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0", "--report_to", "none",
          "--save_strategy", "no", "--plot", "false", "--deepspeed", str(REPO_ROOT / "scripts" / "zero2.json"), "--use_cpu", "true",
          "--data_cache_dir", str(cache)],
-        cwd=REPO_ROOT, env={**os.environ, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, env={**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
     )
 
 
