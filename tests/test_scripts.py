@@ -71,10 +71,11 @@ def test_mcmdpo_script_under_zero3_with_the_reference_precomputed(one_node_run, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, zero, precompute", [("mcmdpo.sh", "zero3.json", False), ("dpo.sh", "zero2.json", True)])
+@pytest.mark.parametrize("script, zero, precompute", [("mcmdpo.sh", "zero3.json", False)])
 def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero, precompute):
     """MCM-DPO under ZeRO-3 with a live reference (a partitioned reference model running beside
-    the policy) and DPO under ZeRO-2 with the reference precomputed."""
+    the policy). scripts/dpo.sh under ZeRO-2 with the reference precomputed runs in
+    tests/test_recipe_options.py (paradigm b)."""
     out = tmp_path / "out"
     run_script(
         script,
