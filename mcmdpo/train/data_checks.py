@@ -51,6 +51,7 @@ from mcmdpo.data.loading import (
 )
 from mcmdpo.data.records import DataValidationError, ImageRef, Problem
 from mcmdpo.files import write_text_atomically
+from mcmdpo.train.reference_cache import file_sha256
 from mcmdpo.train.several_nodes import distributed, from_every_process, from_main
 
 # 1: image checks as [height, width] per distinct image; lengths as [fate, image tokens] per record.
@@ -124,14 +125,10 @@ def counts(shares: Sequence[Sequence[Any]]) -> str:
 
 def file_digest(path: str | Path) -> str | None:
     """sha256 of a file's bytes; None when it cannot be read (parsing reports why)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def image_fingerprints(images: Sequence[ImageRef], image_folder: str | Path | None) -> list[list[int] | None]:

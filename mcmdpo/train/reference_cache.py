@@ -19,7 +19,8 @@ CACHE_FORMAT = 3  # 2: one row of log-probs per epoch of negatives; 3: keyed by 
 DEFAULT_CACHE_DIR = Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "reference_logps"
 
 
-def _file_digest(path: str | Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -57,7 +58,7 @@ def cache_key(
     """The key (a hex digest) and the description it digests, kept beside the cached tensor."""
     description = {
         "format": CACHE_FORMAT,
-        "data_sha256": _file_digest(data_path),
+        "data_sha256": file_sha256(data_path),
         "data_path": str(Path(data_path).resolve()),
         "image_folder": str(Path(image_folder).resolve()) if image_folder else None,
         "reference": checkpoint_fingerprint(reference_path),
