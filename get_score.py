@@ -1,6 +1,6 @@
-"""Upstream-compatible front: ``python get_score.py --file OUT``. See ``mcmdpo/eval/scoring.py``."""
+"""Upstream-compatible front: ``python get_score.py --file OUT``. See ``mcmdpo/eval/score_cli.py``."""
 
-from mcmdpo.eval.scoring import main_exit
+from mcmdpo.eval.score_cli import main_exit
 
 if __name__ == "__main__":
     main_exit()

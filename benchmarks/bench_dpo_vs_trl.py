@@ -14,7 +14,7 @@ so only the flags below count):
 - ``ours``: the defaults, the packed step (one prefix-tree row per record: the image and the
   context run once for both answers) with reference log-probs precomputed and cached (the
   cache is filled before training, outside the timed steps);
-- ``ours_plain``: ``--preference_step plain`` (both sequences in full), cached reference;
+- ``ours_plain``: ``--sequence_packing none`` (both sequences in full), cached reference;
 - ``ours_live_reference``: ``--precompute_reference_logps false``, a live reference as TRL has.
 ``--profile`` prints where the time of one of our default steps goes (torch.profiler, by
 operator and by calling code). Goal: ours >= 2x TRL.
@@ -39,7 +39,7 @@ from mcmdpo.train.cli import parse_arguments, run
 
 OURS = {
     "ours": [],
-    "ours_plain": ["--preference_step", "plain"],
+    "ours_plain": ["--sequence_packing", "none"],
     "ours_live_reference": ["--precompute_reference_logps", "false"],
 }
 

@@ -35,7 +35,7 @@ def bench_inference(args: argparse.Namespace, workdir: Path) -> dict[str, float]
     from mcmdpo.data.synthetic import write_dataset
     from mcmdpo.eval.generation import GenerationSettings, generate_responses
     from mcmdpo.model.loading import load_family, load_model, load_processor
-    from mcmdpo.model.tiny import write_tiny_checkpoint
+    from mcmdpo.tiny import write_tiny_checkpoint
 
     data = write_dataset(workdir / "data", num_sft=1, num_pref_train=2, num_pref_test=2, num_test=args.records)
     model_path = args.model_name or str(write_tiny_checkpoint(workdir / "tiny"))
@@ -71,7 +71,7 @@ def bench_scoring(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     from mcmdpo.data.synthetic import generate_records
-    from mcmdpo.eval.scoring import score_file
+    from mcmdpo.eval.alt_text_scores import score_file
 
     rng = random.Random(0)
     rows = []

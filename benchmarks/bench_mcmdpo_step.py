@@ -66,8 +66,8 @@ from flops import LLAVA_7B, RecordShape, llava_7b_record, shares, step_flops
 from memory import allocator_peak_mb, cuda_peak_mb, peak_rss_growth_mb
 from step_variants import VARIANTS, build_step, enable_checkpointing, upstream_logps
 
-from mcmdpo.data.preference_dataset import PreferenceDataset
-from mcmdpo.layout import MCMDPO_LAYOUT
+from mcmdpo.preference.dataset import PreferenceDataset
+from mcmdpo.preference.layout import MCMDPO_LAYOUT
 from mcmdpo.model.loading import load_family, load_model, load_processor
 
 DEFAULT_TOKENS, DEFAULT_CHECKPOINTING = 576, "on"

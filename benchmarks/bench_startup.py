@@ -59,10 +59,12 @@ def checks_per_process(data_args: Any, training_args: Any, model_args: Any) -> A
     processor = load_processor(model_args.model_name_or_path, image_aspect_ratio=model_args.image_aspect_ratio,
                                conversation_template=model_args.conversation_template)
     family = load_family(model_args.model_name_or_path, model_args.image_aspect_ratio)
-    report = check_lengths(loaded.examples, loaded.image_sizes, processor, training_args.max_length, family.inputs, show_progress=False)
+    dataset = SFTDataset(loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs)
+    report = check_lengths(dataset, loaded.image_sizes, show_progress=False)
     if training_args.process_index == 0:
         report.write(Path(training_args.output_dir) / "data_report.json")
-    return SFTDataset([loaded.examples[p] for p in report.kept], processor, data_args.image_folder, training_args.max_length, family.inputs)
+    dataset.keep_records(report.kept)
+    return dataset
 
 
 def worker(rank: int, processes: int, port: int, mode: str, argv: list[str], result: str) -> None:
@@ -105,7 +107,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from mcmdpo.data.synthetic import write_dataset
-    from mcmdpo.model.tiny import write_tiny_checkpoint
+    from mcmdpo.tiny import write_tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.workdir or temporary)

@@ -31,7 +31,7 @@ from mcmdpo.data.loading import load_examples
 from mcmdpo.data.records import PreferenceExample
 from mcmdpo.data.synthetic import FILLERS, write_dataset
 from mcmdpo.data.templates import VICUNA_V1_SYSTEM, vicuna_v1_chat_template
-from mcmdpo.model.tiny import TinyModelSpec, build_processor_and_model
+from mcmdpo.tiny.checkpoints import TinyModelSpec, build_processor_and_model
 
 # Hidden 256 x 4 layers (a 2-core CPU runs the whole comparison in minutes): the head's 2% would
 # need 0.24 x layers x hidden = 250 vocabulary rows, fewer than byte-level BPE's 256 bytes, so the

@@ -34,11 +34,11 @@ from memory import cuda_peak_mb
 from step_variants import build_step, enable_checkpointing
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from mcmdpo.data.preference_dataset import PreferenceDataset
+from mcmdpo.preference.dataset import PreferenceDataset
 from mcmdpo.data.templates import VICUNA_V1_SYSTEM, vicuna_v1_chat_template
-from mcmdpo.layout import MCMDPO_LAYOUT
+from mcmdpo.preference.layout import MCMDPO_LAYOUT
 from mcmdpo.model.loading import load_family, load_processor
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
 TINY = ModelShape(hidden=64, layers=2, intermediate=172, vocab=1024, vision_hidden=32, vision_layers=2,
                   vision_intermediate=64, vision_tokens=577)

@@ -5,6 +5,9 @@
 # Estimated at 1-2 minutes on one H100/H200-class GPU, not yet measured (stopped at
 # GPU_CHECK_TIMEOUT, 480 s by default).
 # Without CUDA it runs the same code on a tiny shape in seconds (what CI calls: < 1 min).
+# First, where torchvision is installed (the GPU machines), it checks that plain transformers'
+# AutoProcessor loads the whole processor of the checkpoints this project writes
+# (benchmarks/portable_processors.py, ~30 s).
 #
 #   bash benchmarks/gpu_check.sh [--records N] [--steps N]
 set -euo pipefail
@@ -12,4 +15,5 @@ cd "$(dirname "$0")/.."
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
+"$PYTHON" benchmarks/portable_processors.py
 exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$PYTHON" benchmarks/gpu_check.py "$@"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.loading import load_examples
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.model.loading import load_family, load_processor
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
 FILES = {"twitter": ("twitter/twitter_train.json", "twitter/image/twitter_train"),
          "pinterest": ("pinterest/pinterest_train.json", "pinterest/image/pinterest_train")}
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, (data, images) in FILES.items():
                 loaded = load_examples(Path(args.samples) / data, "preference", Path(args.samples) / images, show_progress=False)
                 dataset = PreferenceDataset(loaded.examples, processor, Path(args.samples) / images, args.max_length, inputs, NegativeConfig())
-                report = check_lengths(loaded.examples, loaded.image_sizes, processor, args.max_length, inputs,
-                                       lambda p: dataset.planned_conversations(p, loaded.image_sizes), show_progress=False)
+                report = check_lengths(dataset, loaded.image_sizes, show_progress=False)
                 results[f"{protocol}/{name}"] = {k: v for k, v in report.as_dict().items() if not k.endswith("_idx")}
                 print(f"{protocol:7s} {name:10s} {report.summary()}")
     if args.json:

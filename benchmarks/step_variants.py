@@ -3,8 +3,9 @@ records, applies the loss and runs backward (no optimizer step: it is the same f
 
 - ``upstream``: as the original runs it, 16 full sequences per record: 8 under the policy with
   backward and 8 under a live reference (no grad), every position through the output head;
-- ``plain``: the 8 policy sequences, reference log-probs cached (``--preference_step plain``);
-- ``packed``: one prefix-tree row per record and image, reference cached (the default step).
+- ``plain``: the 8 policy sequences, reference log-probs cached (``--sequence_packing none``);
+- ``packed``: one prefix-tree row per record and image, reference cached (``--sequence_packing
+  tree``, the default).
 """
 
 from __future__ import annotations
@@ -16,29 +17,33 @@ from typing import Any
 import torch
 from torch import nn
 
-from mcmdpo.data.preference_dataset import PreferenceCollator
-from mcmdpo.layout import MCMDPO_LAYOUT
-from mcmdpo.train.losses import PreferenceLoss, sequence_logps
-from mcmdpo.train.steps import NON_MODEL_KEYS, preference_step
+from mcmdpo.model.families import ModelFamily, family_of_model
+from mcmdpo.preference.batch import INDEX, model_inputs
+from mcmdpo.preference.layout import MCMDPO_LAYOUT
+from mcmdpo.preference.losses import PreferenceLoss, sequence_logps
+from mcmdpo.preference.packing import sequence_packing
+from mcmdpo.preference.plain import PlainCollator
 
 VARIANTS = ("upstream", "plain", "packed")
+PACKING = {"plain": "none", "packed": "tree"}  # each variant's --sequence_packing
 LOSS = PreferenceLoss(MCMDPO_LAYOUT, beta=0.1)
 Logps = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def upstream_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[records, 8] log-probs as the original computes them: logits at every position."""
-    inputs = {key: value for key, value in batch.items() if key not in NON_MODEL_KEYS}
-    logits = model(**inputs, use_cache=False).logits
-    return sequence_logps(logits, batch["labels"]).view(len(batch["index"]), -1)
+    logits = model(**model_inputs(batch, "labels"), use_cache=False).logits
+    return sequence_logps(logits, batch["labels"]).view(len(batch[INDEX]), -1)
 
 
-def collate_and_score(variant: str, processor: Any, items: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], Logps]:
+def collate_and_score(
+    variant: str, processor: Any, items: list[dict[str, Any]], family: ModelFamily
+) -> tuple[dict[str, torch.Tensor], Logps]:
     """The batch of ``items`` as ``variant`` takes it and the function that scores it."""
     if variant == "upstream":
-        return PreferenceCollator(processor.tokenizer.pad_token_id)(items), upstream_logps
-    step = preference_step(variant, processor, MCMDPO_LAYOUT)
-    return step.collator(items), lambda model, batch: step.logps(model, batch, False)
+        return PlainCollator(processor.tokenizer.pad_token_id)(items), upstream_logps
+    packing = sequence_packing(PACKING[variant], processor, MCMDPO_LAYOUT, family)
+    return packing.collator(items), lambda model, batch: packing.logps(model, batch, False)
 
 
 @dataclass
@@ -74,7 +79,7 @@ def build_step(
     reference log-probs are ``cached``, else the policy's own before training (at the start of
     a run the policy is the reference)."""
     device = next(policy.parameters()).device
-    batch, logps = collate_and_score(variant, processor, items)
+    batch, logps = collate_and_score(variant, processor, items, family_of_model(policy))
     batch = {key: value.to(device) for key, value in batch.items()}
     if variant == "upstream":
         if reference is None:

@@ -33,11 +33,11 @@ from mcmdpo.demo_report import aggregate, plot_spread, render_report
 from mcmdpo.eval import inference
 from mcmdpo.eval.benchmarks import BENCHMARKS
 from mcmdpo.eval.benchmarks.base import ScoreOptions
-from mcmdpo.eval.benchmarks.scoring import score_benchmark_file
+from mcmdpo.eval.benchmarks.output_scores import score_benchmark_file
 from mcmdpo.eval.preferences import evaluate_preferences
-from mcmdpo.eval.scoring import score_file
+from mcmdpo.eval.alt_text_scores import score_file
 from mcmdpo.model.families import ARCHITECTURES
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train import cli as train_cli
 from mcmdpo.train.plotting import plot_demo_curves
 

@@ -1,13 +1,21 @@
-"""Writing outputs so that nothing already written is lost: whole files replaced atomically, and
-JSON Lines logs appended line by line that an interrupted run can resume."""
+"""Files the project writes and reads back: whole files replaced atomically (text, bytes, or
+whatever a writer puts into a binary handle), JSON Lines logs appended line by line that an
+interrupted run can resume, a file's sha256, and where the caches live."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
+
+
+def cache_root() -> Path:
+    """The folder every cache of the project lives under: ``$MCMDPO_CACHE``, else
+    ``~/.cache/mcmdpo`` (read at each call; the modules' default folders read it once, at import)."""
+    return Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo"))
 
 
 def beside(path: Path, suffix: str) -> Path:
@@ -15,14 +23,15 @@ def beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name.removesuffix(".jsonl").removesuffix(".json") + suffix)
 
 
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write a uniquely named temporary file beside ``path``, push it to disk, then rename it over
-    ``path``: a reader (or a crash) sees the old file or the new one, never half of one."""
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Let ``write`` fill a uniquely named temporary file beside ``path``, push it to disk, then
+    rename it over ``path``: a reader (or a crash) sees the old file or the new one, never half of
+    one."""
     path = Path(path)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
-            handle.write(text)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         # The temporary file is private (0600); the result gets the mode a plain write would give.
@@ -34,10 +43,29 @@ def write_text_atomically(path: Path, text: str) -> Path:
     return path
 
 
+def write_bytes_atomically(path: Path, data: bytes) -> Path:
+    """:func:`write_atomically` of ``data``."""
+    return write_atomically(path, lambda handle: handle.write(data))
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """:func:`write_atomically` of ``text`` in UTF-8."""
+    return write_bytes_atomically(path, text.encode("utf-8"))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def json_lines(rows: Iterable[Any]) -> str:

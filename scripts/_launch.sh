@@ -12,6 +12,10 @@
 #   HOSTFILE            DeepSpeed's hostfile ("host slots=N" per line): run on the first host, the
 #                       launcher starts the others over ssh; with NODE_RANK (and MASTER_ADDR) set,
 #                       one launcher per node and no ssh. NUM_GPUS, when set, replaces the slots.
+if [[ -n "${PREFERENCE_STEP+set}" ]]; then  # the old variable, set (even empty): say what replaced it
+    echo "error: PREFERENCE_STEP is now SEQUENCE_PACKING: tree (was packed) or none (was plain)" >&2
+    exit 2
+fi
 NNODES=${NNODES:-1}
 # Every node must name the same port: random only where one node launches everything.
 if [[ -z "${MASTER_PORT:-}" ]]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage 2, baseline: DPO on the preference set, from the SFT checkpoint, the upstream recipe of
-# configs/dpo.yaml (design §1.4), under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by default). The
+# configs/dpo.yaml, under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by default). The
 # reference is the starting checkpoint; its log-probs are computed once and cached.
 #
 # Paths and the launch come from the environment (defaults in parentheses):
@@ -20,7 +20,7 @@
 #   PER_DEVICE_BATCH  records per process and micro-step (--per_device_train_batch_size)
 #   GLOBAL_BATCH      records per optimizer step over all processes (--global_batch_size; it sets
 #                     the gradient accumulation)
-#   PREFERENCE_STEP   packed or plain
+#   SEQUENCE_PACKING  tree or none
 #   TRAIN_VISION_TOWER  true or false: this stage's half of the paradigm (README)
 #   IMAGE_ASPECT_RATIO  auto, pad or anyres
 #   MAX_GRAD_NORM (0: no clipping)  VISION_TOWER_LR, PROJECTOR_LR (unset: the learning rate)
@@ -39,5 +39,5 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 source scripts/_launch.sh
 
 pass_if_set BETA --beta
-pass_if_set PREFERENCE_STEP --preference_step
+pass_if_set SEQUENCE_PACKING --sequence_packing
 launch

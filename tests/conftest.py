@@ -19,7 +19,7 @@ UPSTREAM_SAMPLES = REPO_ROOT.parent / "shared" / "upstream-samples"
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from mcmdpo.model.tiny import write_tiny_checkpoint
+    from mcmdpo.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 

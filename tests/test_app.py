@@ -27,7 +27,7 @@ def checkpoint(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def second_checkpoint(tmp_path_factory) -> Path:
-    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+    from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_b") / "model", TinyModelSpec(seed=1))
 
@@ -47,11 +47,11 @@ def test_margins_equal_the_preference_evaluation(tiny_checkpoint, checkpoint, sy
     record: its own scoring of the file's record 0 (all eight MCM-DPO sequences), and
     evaluate_preferences' context margin, the mean over the file's two records."""
     from mcmdpo.data.loading import load_examples
-    from mcmdpo.data.preference_dataset import PreferenceDataset
+    from mcmdpo.preference.dataset import PreferenceDataset
     from mcmdpo.eval.preferences import evaluate_preferences, sequence_logps_of, summarize
-    from mcmdpo.layout import ANCHOR, MCMDPO_LAYOUT
+    from mcmdpo.preference.layout import ANCHOR, MCMDPO_LAYOUT
     from mcmdpo.model.loading import load_family, load_model, load_processor
-    from mcmdpo.train.steps import preference_step
+    from mcmdpo.preference.packing import sequence_packing
 
     images = synthetic_dir / "image"
     records = load_examples(two_records, "preference", images, show_progress=False).examples
@@ -60,7 +60,8 @@ def test_margins_equal_the_preference_evaluation(tiny_checkpoint, checkpoint, sy
 
     processor = load_processor(str(tiny_checkpoint))
     dataset = PreferenceDataset(records, processor, images, 2048, load_family(str(tiny_checkpoint)).inputs)
-    logps = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, preference_step("packed", processor, MCMDPO_LAYOUT), show_progress=False)
+    packing = sequence_packing("tree", processor, MCMDPO_LAYOUT, load_family(str(tiny_checkpoint)))
+    logps = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, packing, show_progress=False)
     record_0 = summarize(logps[:1])
     assert app[0].logp == pytest.approx(logps[0, MCMDPO_LAYOUT.column(ANCHOR)].item(), abs=1e-4)
     assert app[0].image_margin == pytest.approx(record_0["image_margin"], abs=1e-4)

@@ -287,7 +287,7 @@ def test_check_reports_missing_files_and_unknown_ids(tmp_path, amber_dir):
 
 def test_inference_then_scoring_end_to_end(tiny_checkpoint, amber_dir, tmp_path, capsys):
     from mcmdpo.eval.inference import main as infer
-    from mcmdpo.eval.scoring import main as get_score
+    from mcmdpo.eval.score_cli import main as get_score
 
     output = tmp_path / "amber.jsonl"
     assert infer(["--model_name", str(tiny_checkpoint), "--test_datasets", "amber", "--benchmark_dir", str(amber_dir),
@@ -313,7 +313,7 @@ def test_inference_then_scoring_end_to_end(tiny_checkpoint, amber_dir, tmp_path,
 
 def test_bad_inputs_stop_before_any_model_loads(tmp_path, amber_dir, capsys):
     from mcmdpo.eval.inference import main as infer
-    from mcmdpo.eval.scoring import main as get_score
+    from mcmdpo.eval.score_cli import main as get_score
 
     def run(benchmark_dir):  # a checkpoint that does not exist: reaching the model would fail differently
         return infer(["--model_name", str(tmp_path / "no_model"), "--test_datasets", "amber", "--benchmark_dir",

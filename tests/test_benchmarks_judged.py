@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mcmdpo.eval import inference, scoring
+from mcmdpo.eval import inference, score_cli
 from mcmdpo.eval.benchmarks import find_benchmark, judge
 from mcmdpo.eval.benchmarks.chair import ObjectMatcher, Synonyms
 from mcmdpo.eval.benchmarks.mmhal_bench import official_rating
-from mcmdpo.eval.paper_protocol import word_tokenizer, wordnet
+from mcmdpo.eval.language_data import word_tokenizer, wordnet
 
 needs_wordnet = pytest.mark.skipif(wordnet()[0] is None, reason="WordNet (nltk data or Debian's wordnet-base) not installed")
 
@@ -159,7 +159,7 @@ def test_object_halbench_end_to_end(tiny_checkpoint, objhal_dir, coco_dir, tmp_p
         assert "image" not in record and isinstance(record["response"], str)
         assert {k: v for k, v in record.items() if k != "response"} == {k: v for k, v in original.items() if k != "image"}
     summary = tmp_path / "summary.json"
-    assert scoring.main(["--file", str(output), "--benchmark", "obj_halbench_300", "--benchmark_dir", str(objhal_dir),
+    assert score_cli.main(["--file", str(output), "--benchmark", "obj_halbench_300", "--benchmark_dir", str(objhal_dir),
                          "--coco_annotations", str(coco_dir), "--summary_json", str(summary), "--quiet"]) == 0
     [result] = json.loads(summary.read_text())
     assert set(result["scores"]) == {"CHAIRs", "CHAIRs_refine", "CHAIRi", "obj_rec", "avg_word_len"}
@@ -178,7 +178,7 @@ def test_mmhal_end_to_end_without_a_judge_writes_the_official_input(tiny_checkpo
     assert len(written) == 3 and all("image" not in record for record in written)
     capsys.readouterr()
     summary = tmp_path / "summary.json"
-    assert scoring.main(["--file", str(output), "--benchmark", "MMHal-Bench", "--summary_json", str(summary), "--quiet"]) == 0
+    assert score_cli.main(["--file", str(output), "--benchmark", "MMHal-Bench", "--summary_json", str(summary), "--quiet"]) == 0
     out = capsys.readouterr().out
     judge_input = tmp_path / "mmhal.mmhal_bench.judge_input.json"
     assert str(judge_input) in out and "eval_gpt4.py --response" in out
@@ -217,7 +217,7 @@ def score_objhal(output, objhal_dir, coco_dir, tmp_path, *extra) -> tuple[int, d
         arguments += ["--benchmark_dir", str(objhal_dir)]
     if coco_dir is not None:
         arguments += ["--coco_annotations", str(coco_dir)]
-    rc = scoring.main(arguments + list(extra))
+    rc = score_cli.main(arguments + list(extra))
     return rc, json.loads(summary.read_text())[0] if summary.exists() else None
 
 
@@ -287,9 +287,9 @@ def test_chair_reports_every_problem_before_scoring(objhal_dir, coco_dir, tmp_pa
 
 
 def test_chair_without_wordnet_is_a_clear_error(objhal_dir, coco_dir, tmp_path, monkeypatch, capsys):
-    from mcmdpo.eval import paper_protocol
+    from mcmdpo.eval import language_data
 
-    monkeypatch.setattr(paper_protocol, "wordnet", lambda: (None, "no WordNet"))
+    monkeypatch.setattr(language_data, "wordnet", lambda: (None, "no WordNet"))
     rc, _ = score_objhal(chair_output(tmp_path / "good.jsonl", {1: "A dog."}), objhal_dir, coco_dir, tmp_path)
     assert rc == 2 and "WordNet" in capsys.readouterr().err
 
@@ -379,7 +379,7 @@ def judged_output(path: Path) -> Path:
 
 
 def score_mmhal(output, benchmark_dir, url, summary, *extra) -> int:
-    return scoring.main(["--file", str(output), "--benchmark", "mmhal_bench", "--benchmark_dir", str(benchmark_dir),
+    return score_cli.main(["--file", str(output), "--benchmark", "mmhal_bench", "--benchmark_dir", str(benchmark_dir),
                          "--judge_url", url, "--judge_model", "judge-1", "--judge_api_key_env", "TEST_JUDGE_KEY",
                          "--summary_json", str(summary), "--quiet", *extra])
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-from mcmdpo.eval import scoring
+from mcmdpo.eval import score_cli
 from mcmdpo.eval.benchmarks import BENCHMARKS, find_benchmark, hallusionbench, pope
 from mcmdpo.eval.benchmarks.answers import BinaryCounts, pope_yes_no, strict_yes_no
 from mcmdpo.eval.benchmarks.base import ScoreOptions
@@ -158,7 +158,7 @@ def test_pope_lmms_lab_parquet_export(tiny_checkpoint, tmp_path):
     assert [row["question_id"] for row in written] == ["3", "4"]  # only the random split, as asked
     assert all("image" not in row and row["image_source"] and row["answer"] in ("yes", "no") for row in written)
     summary = tmp_path / "summary.json"
-    assert scoring.main(["--benchmark", "pope", "--file", str(output), "--summary_json", str(summary), "--quiet"]) == 0
+    assert score_cli.main(["--benchmark", "pope", "--file", str(output), "--summary_json", str(summary), "--quiet"]) == 0
     assert set(json.loads(summary.read_text())[0]["groups"]) == {"random"}
     # Two copies in one folder: each question would be asked twice, so it is an error.
     pq.write_table(pa.Table.from_pylist(rows[3:]), folder / "test-00001-of-00001.parquet")
@@ -210,7 +210,7 @@ def test_hallusionbench_end_to_end_with_questions_without_a_figure(tiny_checkpoi
     assert [{k: v for k, v in row.items() if k != "response"} for row in written] == [
         {**record, "idx": i} for i, record in enumerate(hallusion_records())]
     summary = tmp_path / "summary.json"
-    assert scoring.main(["--benchmark", "hallusionbench", "--file", str(output), "--summary_json", str(summary), "--quiet"]) == 0
+    assert score_cli.main(["--benchmark", "hallusionbench", "--file", str(output), "--summary_json", str(summary), "--quiet"]) == 0
     (scored,) = json.loads(summary.read_text())
     assert set(scored["scores"]) == {"qAcc", "fAcc", "easy_qAcc", "hard_qAcc", "aAcc", "uncertain", "unparsed"}
     assert scored["counts"]["questions"] == 8 and scored["counts"]["question_groups"] == 4 and scored["counts"]["figures"] == 4
@@ -309,9 +309,9 @@ def test_bad_input_is_reported_before_any_model_loads(pope_release, hallusion_re
 def test_scoring_a_file_of_another_kind_is_a_clear_error(tmp_path, capsys):
     output = tmp_path / "alt.jsonl"
     output.write_text(json.dumps({"idx": 0, "question": "q", "response": "A dog."}) + "\n")
-    assert scoring.main(["--benchmark", "pope", "--file", str(output)]) == 2
+    assert score_cli.main(["--benchmark", "pope", "--file", str(output)]) == 2
     assert "alt.jsonl, line 1, field 'label': must be yes or no, found None" in capsys.readouterr().err
-    assert scoring.main(["--benchmark", "nope", "--file", str(output)]) == 2
+    assert score_cli.main(["--benchmark", "nope", "--file", str(output)]) == 2
     assert "unknown" in capsys.readouterr().err
 
 
@@ -326,14 +326,14 @@ def test_flags_a_benchmark_does_not_read_are_refused(tmp_path, capsys):
         (["--benchmark_dir", str(tmp_path)], "--benchmark_dir: only with --benchmark"),
         (["--benchmark", "pope", "--protocol", "paper"], "--protocol is for alt-text outputs"),
     ]:
-        assert scoring.main(["--file", str(output), *flags]) == 2, flags
+        assert score_cli.main(["--file", str(output), *flags]) == 2, flags
         assert message in capsys.readouterr().err, flags
     assert infer_main(["--model_name", str(tmp_path / "none"), "--test_datasets", "obj_halbench_300", "--benchmark_dir",
                        str(tmp_path), "--image_folder", str(tmp_path), "--eval_output", str(tmp_path / "o.jsonl")]) == 2
     assert "images are inside its question file" in capsys.readouterr().err
     # every record of another benchmark's output fails the same way: one line says so
     output.write_text("".join(json.dumps({"id": i, "response": "Yes"}) + "\n" for i in range(3)))
-    assert scoring.main(["--benchmark", "pope", "--file", str(output)]) == 2
+    assert score_cli.main(["--benchmark", "pope", "--file", str(output)]) == 2
     assert "no record has a valid 'label' (" in (err := capsys.readouterr().err)
     assert "pope.jsonl, line 1: must be yes or no, found None): is this an output of pope?" in (
         err)

@@ -58,7 +58,7 @@ def test_truncation_drops_and_counts(processor, synthetic_dir):
     loaded = load_examples(synthetic_dir / "sft_train.json", "sft", synthetic_dir / "image", show_progress=False)
     plans = [plan_sequence(processor, e.turns, SIXTEEN_IMAGE_TOKENS) for e in loaded.examples]
     max_length = sorted(p.first_answer for p in plans)[len(plans) // 2]  # half the prompts reach it
-    report = check_lengths(loaded.examples, loaded.image_sizes, processor, max_length, LLAVA, show_progress=False)
+    report = check_lengths(SFTDataset(loaded.examples, processor, None, max_length, LLAVA), loaded.image_sizes, show_progress=False)
     kept = [loaded.examples[position] for position in report.kept]
     expected_dropped = [e.idx for e, p in zip(loaded.examples, plans) if p.first_answer >= max_length]
     assert report.dropped == expected_dropped and 0 < len(report.dropped) < len(plans)
@@ -95,7 +95,7 @@ def test_encoding_equals_the_processors_own_expansion(tmp_path):
 
     from mcmdpo.data.conversation import render_conversation
     from mcmdpo.model.loading import load_processor
-    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+    from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
     turns = [("Given an image.\nContext:\nA post", "A red square.")]
     for architecture in ("llava", "llava_next"):

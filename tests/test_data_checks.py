@@ -15,13 +15,17 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
+from mcmdpo.caching import json_sha256
 from mcmdpo.data.lengths import check_lengths, measure_records, report_from
 from mcmdpo.data.loading import apply_image_checks, check_images, distinct_images, find_problems, parse_records
-from mcmdpo.data.preference_dataset import PreferenceDataset
+from mcmdpo.preference.dataset import PreferenceDataset
 from mcmdpo.data.records import DataValidationError
+from mcmdpo.data.sft_dataset import SFTDataset
 from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.model.loading import load_family
-from mcmdpo.train.data_checks import DataChecks, _digest, length_settings, unshard
+from mcmdpo.train.data_checks import DataChecks
+from mcmdpo.train.data_fingerprints import length_settings
+from mcmdpo.train.shared_work import unshard
 
 
 def test_unshard_undoes_every_share():
@@ -72,10 +76,8 @@ def test_shared_length_checks_equal_one_process(synthetic_dir, processor, tiny_c
     dataset = PreferenceDataset(loaded.examples, processor, synthetic_dir / "image", 60, inputs)
     alone = dataset.keep_what_fits(loaded.image_sizes, show_progress=False)
     assert alone.dropped and alone.truncated and alone.kept  # the comparison covers every fate
-    conversations = lambda position: dataset.planned_conversations(position, loaded.image_sizes)  # noqa: E731
     positions = list(range(len(loaded.examples)))
-    shares = [measure_records(loaded.examples, loaded.image_sizes, processor, 60, inputs, conversations, positions[rank::count],
-                              show_progress=False) for rank in range(count)]
+    shares = [measure_records(dataset, loaded.image_sizes, positions[rank::count], show_progress=False) for rank in range(count)]
     assert report_from(loaded.examples, 60, unshard(shares)) == alone
 
 
@@ -89,11 +91,12 @@ def test_every_record_that_cannot_be_measured_is_listed(synthetic_dir, processor
         examples[position] = type(example)(example.idx, example.image, (("look: <image>", "an answer"),), example.location)
     from mcmdpo.data.image_inputs import ImageInputs
 
+    dataset = SFTDataset(examples, processor, None, 2048, ImageInputs())
     with pytest.raises(DataValidationError) as error:
-        check_lengths(examples, loaded.image_sizes[:10], processor, 2048, ImageInputs(), show_progress=False)
+        check_lengths(dataset, loaded.image_sizes[:10], show_progress=False)
     assert [p.location.number for p in error.value.problems] == [2, 7]
-    shares = [measure_records(examples, loaded.image_sizes[:10], processor, 2048, ImageInputs(), positions=list(range(10))[rank::2],
-                              show_progress=False) for rank in range(2)]
+    shares = [measure_records(dataset, loaded.image_sizes[:10], positions=list(range(10))[rank::2], show_progress=False)
+              for rank in range(2)]
     assert [r.location.number for r in unshard(shares) if not isinstance(r, tuple)] == [2, 7]
 
 
@@ -112,7 +115,8 @@ def test_one_process_caches_by_content(synthetic_dir, processor, tiny_checkpoint
     def run(max_length: int = 2048, cache_dir: Path | str = cache) -> tuple[DataChecks, list]:
         checks = DataChecks(data, "sft", images, cache_dir, length_settings("sft"), show_progress=False)
         loaded = checks.load_examples()
-        report = checks.check_lengths(loaded.examples, loaded.image_sizes, processor, max_length, inputs, show_progress=False)
+        dataset = SFTDataset(loaded.examples, processor, images, max_length, inputs)
+        report = checks.check_lengths(dataset, loaded.image_sizes, show_progress=False)
         return checks, [loaded.examples, loaded.image_sizes, report]
 
     first, result = run()
@@ -184,8 +188,8 @@ def test_two_processes_each_check_half_and_agree_with_one_process(two_process_ru
     # Gathered from both processes, exactly what one process alone finds.
     loaded = find_problems(data / "sft_train.json", "sft", data / "image", show_progress=False)[0]
     inputs = load_family(str(tiny_checkpoint), "auto").inputs
-    alone = check_lengths(loaded.examples, loaded.image_sizes, processor, 2048, inputs, show_progress=False)
-    digest = _digest([loaded.image_sizes, alone.kept, alone.dropped, alone.truncated, alone.image_tokens])
+    alone = check_lengths(SFTDataset(loaded.examples, processor, None, 2048, inputs), loaded.image_sizes, show_progress=False)
+    digest = json_sha256([loaded.image_sizes, alone.kept, alone.dropped, alone.truncated, alone.image_tokens])
     assert f"(digest {digest[:12]})" in log
     assert json.loads((folder / "out1" / "data_report.json").read_text()) == alone.as_dict()
 

@@ -1,4 +1,4 @@
-"""Every input format of design §2 parses into the same typed examples."""
+"""Every input format (JSON arrays, JSON Lines, parquet; SFT, preference and test records) parses into the same typed examples."""
 
 from __future__ import annotations
 

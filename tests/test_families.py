@@ -18,17 +18,17 @@ from mcmdpo.data import load_examples
 from mcmdpo.data.conversation import IGNORE_INDEX, render_conversation
 from mcmdpo.data.image_inputs import encode_image, frames_per_patch
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.eval.inference import main as inference_main
 from mcmdpo.eval.preferences import evaluate_preferences
 from mcmdpo.model import ARCHITECTURES, family_for, load_family, load_model, load_processor
 from mcmdpo.model.families import BY_NAME
 from mcmdpo.model.processors import load_checkpoint_processor
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train.cli import main as train_main
-from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, MCMDPO_TERMS
-from mcmdpo.train.losses import PreferenceLoss
-from mcmdpo.train.steps import preference_step
+from mcmdpo.preference.layout import DPO_LAYOUT, MCMDPO_LAYOUT, MCMDPO_TERMS
+from mcmdpo.preference.losses import PreferenceLoss
+from mcmdpo.preference.packing import sequence_packing
 
 # Each family under the image protocol that is its own (LLaVA-1.6's tiles, not the pad protocol
 # that runs it as LLaVA-1.5).
@@ -82,6 +82,8 @@ def test_checkpoint_reloads_through_the_auto_classes(family_checkpoints, name):
     text, spans = render_conversation(processor, [("Q", "A")], with_image=False)
     closing = processor.tokenizer.convert_ids_to_tokens(model.generation_config.eos_token_id)
     assert any(text[: spans[-1][1]].endswith(token) for token in closing), (closing, text)
+    # The declaration matches the model: 3-D rotary positions exactly where the model derives them.
+    assert hasattr(model.model, "get_rope_index") == (BY_NAME[name].positions == "multimodal_rope")
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -145,15 +147,15 @@ def test_packed_step_equals_the_plain_step(family_checkpoints, small_data, name)
     items = [dataset[i] for i in range(2)]
 
     def step(name_):
-        step_ = preference_step(name_, processor, MCMDPO_LAYOUT)
+        step_ = sequence_packing(name_, processor, MCMDPO_LAYOUT, family)
         model = load_model(str(family_checkpoints[name]), image_aspect_ratio=PROTOCOL[name]).train()
         logps = step_.logps(model, step_.collator(items), False)
         losses, _ = PreferenceLoss(MCMDPO_LAYOUT, 0.1)(logps, torch.linspace(-60, -20, logps.numel()).view_as(logps))
         losses.mean().backward()
         return logps.detach(), losses.mean().item(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
-    plain_logps, plain_loss, plain_grads = step("plain")
-    packed_logps, packed_loss, packed_grads = step("packed")
+    plain_logps, plain_loss, plain_grads = step("none")
+    packed_logps, packed_loss, packed_grads = step("tree")
     # Per record too: a wrong position (Qwen's 3-D ones) can move the loss by less than its tolerance.
     torch.testing.assert_close(packed_logps, plain_logps, rtol=0, atol=1e-4)
     assert packed_loss == pytest.approx(plain_loss, abs=1e-5)
@@ -273,13 +275,13 @@ def test_gemmas_sliding_window_and_image_blocks_hold_in_the_packed_step(family_c
     logps = {}
     for window in (512, 48):
         model.config.get_text_config().sliding_window = window
-        for step_name in ("plain", "packed"):
-            step = preference_step(step_name, processor, DPO_LAYOUT)
+        for packing_name in ("none", "tree"):
+            packing = sequence_packing(packing_name, processor, DPO_LAYOUT, family)
             with torch.no_grad():
-                logps[window, step_name] = step.logps(model, step.collator(items), False)
-    assert (logps[48, "plain"] - logps[512, "plain"]).abs().max() > 1e-2
+                logps[window, packing_name] = packing.logps(model, packing.collator(items), False)
+    assert (logps[48, "none"] - logps[512, "none"]).abs().max() > 1e-2
     for window in (512, 48):
-        torch.testing.assert_close(logps[window, "packed"], logps[window, "plain"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(logps[window, "tree"], logps[window, "none"], rtol=0, atol=1e-4)
 
 
 def test_llavas_vicuna_template_on_another_family_is_a_clear_error(family_checkpoints):

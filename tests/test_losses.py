@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from mcmdpo.layout import DEFAULT_NORMALIZER, DPO_LAYOUT, MCMDPO_LAYOUT, MCMDPO_TERMS, build_layout
-from mcmdpo.train.losses import PreferenceLoss, sequence_logps, token_logps
+from mcmdpo.preference.layout import DEFAULT_NORMALIZER, DPO_LAYOUT, MCMDPO_LAYOUT, MCMDPO_TERMS, build_layout
+from mcmdpo.preference.losses import PreferenceLoss, sequence_logps, token_logps
 
-# Written out by hand from design §1.1, not imported, so the test checks the layout's tables too.
+# Written out by hand from the paper's objective, not imported, so the test checks the layout's tables too.
 UPSTREAM_ORDER = ["cw_mw_yw", "cw_mw_yl", "cw_ml_yw", "cw_ml_yl", "cl_mw_yw", "cl_mw_yl", "cl_ml_yw", "cl_ml_yl"]
 TERMS = [  # (dimension, negative triple, default weight), in the order the original's num_terms switches them on
     ("response", "cw_mw_yl", 1.0),
@@ -142,7 +142,7 @@ def test_invalid_layouts_and_shapes():
 
 def test_token_logps_chunked_equals_log_softmax(monkeypatch):
     """The chunked logsumexp over bf16 logits equals an fp32 log-softmax (chunks smaller than the rows)."""
-    import mcmdpo.train.losses as losses
+    import mcmdpo.preference.losses as losses
 
     monkeypatch.setattr(losses, "LOGSUMEXP_CHUNK", 3)
     torch.manual_seed(0)
@@ -169,7 +169,7 @@ def test_sequence_logps_by_hand():
 def test_token_logps_gradients_through_the_recomputed_chunks(monkeypatch):
     """bf16 logits under autograd: each chunk's fp32 logsumexp is recomputed in the backward, with
     the gradient of an fp32 log-softmax."""
-    import mcmdpo.train.losses as losses
+    import mcmdpo.preference.losses as losses
 
     monkeypatch.setattr(losses, "LOGSUMEXP_CHUNK", 4)
     torch.manual_seed(0)

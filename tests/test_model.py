@@ -21,7 +21,7 @@ from mcmdpo.model import load_family, load_model, load_processor, set_trainable_
 from mcmdpo.model.families import BY_NAME
 
 component_of = BY_NAME["llava"].component_of
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
 
 def _batch(processor, inputs=ImageInputs()):
@@ -32,7 +32,7 @@ def _batch(processor, inputs=ImageInputs()):
 
 def test_tiny_factory_cli_writes_a_complete_checkpoint(tmp_path):
     out = tmp_path / "tiny"
-    result = subprocess.run([sys.executable, "-m", "mcmdpo.model.tiny", "--output_dir", str(out)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "mcmdpo.tiny", "--output_dir", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja"):
         assert (out / name).is_file(), name

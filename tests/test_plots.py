@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from mcmdpo.eval.scoring import plot_scores, score_figure
+from mcmdpo.eval.score_plots import plot_scores, score_figure
 from mcmdpo.train.plotting import demo_curves_figure, plot_demo_curves, plot_training_curves, training_curves_figure
 
 

@@ -11,8 +11,9 @@ from mcmdpo.data import load_examples
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.data.image_inputs import ImageInputs, encode_image
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, diffuse_pixels, diffusion_coefficients, negative_image_seed
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceCollator, PreferenceDataset
-from mcmdpo.layout import DPO_LAYOUT
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.preference.plain import PlainCollator
+from mcmdpo.preference.layout import DPO_LAYOUT
 
 LLAVA = ImageInputs()
 
@@ -115,7 +116,7 @@ def test_collator_flattens_record_major(pref_examples, processor, synthetic_dir)
     dataset = make_dataset(pref_examples, processor, synthetic_dir)
     dataset.reference_logps = torch.arange(len(dataset) * 8, dtype=torch.float32).view(1, -1, 8)  # one epoch
     items = [dataset[i] for i in (4, 9)]
-    batch = PreferenceCollator(processor.tokenizer.pad_token_id)(items)
+    batch = PlainCollator(processor.tokenizer.pad_token_id)(items)
     assert batch["input_ids"].shape[0] == 16 and batch["pixel_values"].shape[0] == 16
     assert batch["index"].tolist() == [4, 9]
     torch.testing.assert_close(batch["reference_logps"], dataset.reference_logps[0, [4, 9]])

@@ -13,13 +13,13 @@ from transformers import AutoModelForImageTextToText
 
 from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data import load_examples
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.eval.preferences import evaluate_preferences, sequence_logps_of
 from mcmdpo.model import load_model
 from mcmdpo.train.cli import main
-from mcmdpo.layout import MCMDPO_LAYOUT, MCMDPO_TERMS
-from mcmdpo.train.steps import preference_step
+from mcmdpo.preference.layout import MCMDPO_LAYOUT, MCMDPO_TERMS
+from mcmdpo.preference.packing import sequence_packing
 
 COMMON = ["--save_strategy", "no", "--use_cpu", "true", "--dataloader_num_workers", "0", "--seed", "0"]
 
@@ -93,11 +93,12 @@ def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, 
 
     examples = load_examples(synthetic_dir / "pref_train.json", "preference", synthetic_dir / "image", show_progress=False).examples
     dataset = PreferenceDataset(examples, None, synthetic_dir / "image", 2048, ImageInputs(), NegativeConfig())
-    from mcmdpo.model import load_processor
+    from mcmdpo.model import load_family, load_processor
 
     dataset.processor = load_processor(str(tiny_checkpoint))
-    step = preference_step("plain", dataset.processor, MCMDPO_LAYOUT)  # training ran packed: the other step agrees
-    live = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, step, batch_size=5, show_progress=False)
+    # Training ran tree-packed: every sequence in full agrees.
+    packing = sequence_packing("none", dataset.processor, MCMDPO_LAYOUT, load_family(str(tiny_checkpoint)))
+    live = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, packing, batch_size=5, show_progress=False)
     assert cached.shape == (1, 200, 8) and live.shape == (200, 8)  # 3 steps: one epoch of negatives
     torch.testing.assert_close(cached[0], live, rtol=1e-6, atol=1e-5)  # float32: batch composition differs
 
@@ -168,13 +169,19 @@ def test_alignment_with_the_vision_tower_trained_reloads_it(tiny_checkpoint, syn
         (["--stage", "mcmdpo", "--terms", "response", "colour"], "unknown preference term(s) colour"),
         (["--stage", "mcmdpo", "--term_weights", "1", "2"], "term weight '1' is not NAME=WEIGHT"),
         (["--stage", "mcmdpo", "--term_weights", "image=heavy"], "'heavy' is not a number"),
-        (["--stage", "mcmdpo", "--preference_step", "fast"], "--preference_step must be one of"),
+        (["--stage", "mcmdpo", "--sequence_packing", "fast"], "--sequence_packing must be one of"),
         (["--stage", "mcmdpo", "--negative_image", "black", "--diffusion_step", "300"], "--negative_image black does not use --diffusion_step"),
         (["--stage", "mcmdpo", "--negative_image", "random", "--fixed_negatives", "true"], "--negative_image random does not use --fixed_negatives"),
         (["--stage", "mcmdpo", "--global_batch_size", "6", "--per_device_train_batch_size", "4"], "--global_batch_size 6 is not a multiple"),
         (["--stage", "mcmdpo", "--global_batch_size", "8", "--gradient_accumulation_steps", "4"], "contradicts --global_batch_size"),
         (["--stage", "mcmdpo", "--negative_image", "blur"], "negative image type must be one of"),
-        (["--stage", "dpo", "--merge_lora", "true"], "--merge_lora needs --use_lora"),
+        (["--stage", "dpo", "--merge_lora", "true"], "--merge_lora would do nothing without --use_lora true"),
+        (["--stage", "sft", "--lora_r", "8", "--lora_dropout", "0.1"], "--lora_r, --lora_dropout would do nothing without --use_lora"),
+        (["--stage", "sft", "--ref_model_name_or_path", "ref"], "--stage sft does not use --ref_model_name_or_path"),
+        (["--stage", "sft", "--use_lora", "true", "--train_language_model", "false"], "--train_language_model false would do nothing"),
+        (["--stage", "dpo", "--use_lora", "true", "--precompute_reference_logps", "false", "--ref_model_name_or_path", "ref"],
+         "--ref_model_name_or_path would do nothing"),
+        (["--stage", "dpo", "--preference_step", "plain"], "--preference_step is now --sequence_packing"),
     ],
 )
 def test_flags_a_stage_does_not_use_are_errors(argv, message, capsys, tmp_path):
@@ -185,7 +192,7 @@ def test_flags_a_stage_does_not_use_are_errors(argv, message, capsys, tmp_path):
 def test_mcmdpo_on_llava_next_with_resized_negatives(synthetic_dir, tmp_path):
     """LLaVA-1.6: a cropped negative image has its own size, so its own number of tiles and image
     tokens; the 8-way batch pads them and the cached reference still matches the policy."""
-    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+    from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "next", TinyModelSpec(architecture="llava_next"))
     out = tmp_path / "out"
@@ -237,7 +244,7 @@ def test_length_grouped_batches_cut_padding(tiny_checkpoint, synthetic_dir, tmp_
             "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(tmp_path / strategy), "--max_steps", "1",
             "--per_device_train_batch_size", "8", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
             "--reference_cache_dir", str(tmp_path / "cache"), "--train_sampling_strategy", strategy, "--plot", "false",
-            "--preference_step", "plain",  # padding is counted on the plain step's rows
+            "--sequence_packing", "none",  # padding is counted on rows of whole sequences
         ]
         trainer = run(*parse_arguments(argv))
         padding[strategy] = sum(int((batch["attention_mask"] == 0).sum()) for batch in trainer.get_train_dataloader())
@@ -248,7 +255,7 @@ def test_an_eighth_term_is_one_layout_entry_and_trains(tiny_checkpoint, syntheti
     """A new preference, context vs image+response ((c_l, m_w, y_w) over (c_w, m_l, y_l)), added
     to the layout registry alone: the data builds the four sequences it needs, the packed step
     scores them, the loss and the metrics take it by name, and training moves its margin."""
-    from mcmdpo import layout
+    from mcmdpo.preference import layout
 
     term = layout.Term("context_over_image_response", positive=layout.Triple(1, 0, 0), negative=layout.Triple(0, 1, 1), weight=0.6)
     monkeypatch.setitem(layout.TERMS, term.name, term)

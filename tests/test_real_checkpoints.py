@@ -20,12 +20,12 @@ from mcmdpo.data.conversation import IGNORE_INDEX, encode_conversation
 from mcmdpo.data.image_inputs import ImageInputs, encode_image
 from mcmdpo.data.lengths import check_lengths
 from mcmdpo.data.negatives import crop_size, negative_image_seed
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.data.templates import VICUNA_V1_SYSTEM
 from mcmdpo.model.loading import load_processor
-from mcmdpo.model.published import IMAGE_TOKEN_ID, LLAVA_HF_CHAT_TEMPLATE, PAD_TOKEN_ID, PUBLISHED
-from mcmdpo.model.real_tokenizers import llama2_backend
-from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+from mcmdpo.tiny.published import IMAGE_TOKEN_ID, LLAVA_HF_CHAT_TEMPLATE, PAD_TOKEN_ID, PUBLISHED
+from mcmdpo.tiny.real_tokenizers import llama2_backend
+from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
 LIKE = ("llava-1.5-7b", "llava-v1.6-vicuna-7b")
 
@@ -202,10 +202,8 @@ def test_an_other_records_context_that_swallows_the_answer_is_reported(processor
     sizes = loaded.image_sizes[:6]
 
     def report_of(records):
-        dataset = PreferenceDataset(records, processor, synthetic_dir / "image", 2048, LLAVA, NegativeConfig())
-        return dataset, check_lengths(
-            records, sizes, processor, 260, LLAVA, lambda p: dataset.planned_conversations(p, sizes), show_progress=False
-        )
+        dataset = PreferenceDataset(records, processor, synthetic_dir / "image", 260, LLAVA, NegativeConfig())
+        return dataset, check_lengths(dataset, sizes, show_progress=False)
 
     # At 260 tokens every record fits with its own and its lender's context...
     _, before = report_of(loaded.examples[:6])

@@ -118,11 +118,25 @@ def test_training_can_start_from_lora_adapters(tiny_checkpoint, synthetic_dir, t
 
 
 def test_explicit_vicuna_v1_is_the_originals_template(tiny_checkpoint):
-    from mcmdpo.data.templates import VICUNA_V1_CHAT_TEMPLATE
+    """--conversation_template vicuna_v1 renders what LLaVA's conv_vicuna_v1 (SeparatorStyle.TWO)
+    does, written out here by hand: the system prompt, " " after it and after each question,
+    "</s>" after each answer, the image turn's text stripped after "<image>\\n" (LLaVA's
+    preprocess_multimodal); ``auto`` keeps the tiny checkpoint's own template (no system prompt)."""
+    from mcmdpo.data.conversation import render_conversation, render_prompt
     from mcmdpo.model import load_processor
 
-    assert load_processor(str(tiny_checkpoint)).chat_template != VICUNA_V1_CHAT_TEMPLATE  # auto: its own (no system prompt)
-    assert load_processor(str(tiny_checkpoint), conversation_template="vicuna_v1").chat_template == VICUNA_V1_CHAT_TEMPLATE
+    system = ("A chat between a curious user and an artificial intelligence assistant. "
+              "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+    turns = [("  What is in the picture?\n", "A red square."), ("And its colour?", "Red.")]
+    original = load_processor(str(tiny_checkpoint), conversation_template="vicuna_v1")
+    text, spans = render_conversation(original, turns)
+    assert text == (f"{system} USER: <image>\nWhat is in the picture? ASSISTANT: A red square.</s>"
+                    "USER: And its colour? ASSISTANT: Red.</s>")
+    assert [text[start:end] for start, end in spans] == [" A red square.</s>", " Red.</s>"]
+    assert render_prompt(original, "Describe it.") == f"{system} USER: <image>\nDescribe it. ASSISTANT:"
+    assert render_prompt(original, "Describe it.", with_image=False) == f"{system} USER: Describe it. ASSISTANT:"
+    own = load_processor(str(tiny_checkpoint))  # auto
+    assert render_prompt(own, "Describe it.") == "USER: <image>\nDescribe it. ASSISTANT:"
 
 
 def test_qlora_without_a_gpu_is_a_clear_error_before_loading(capsys, tmp_path):

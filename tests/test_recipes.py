@@ -1,8 +1,10 @@
-"""The YAML recipes under configs/, the one copy of every default: how the command line reads
-them, and that the scripts hold none of their values. Fast: no model is built."""
+"""The YAML recipes under configs/: what the paper's run sets beyond the arguments' defaults, each
+written once (no recipe restates a default, the scripts hold none of their values), how the
+command line reads them, and that the resulting runs are the paper's. Fast: no model is built."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import REPO_ROOT
 from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
@@ -29,7 +32,7 @@ OVERRIDES = {
     "NEGATIVE_IMAGE": "--negative_image", "DIFFUSION_STEP": "--diffusion_step", "NORMALIZER": "--normalizer",
     "TERMS": "--terms", "TERM_WEIGHTS": "--term_weights", "TRAIN_VISION_TOWER": "--train_vision_tower",
     "IMAGE_ASPECT_RATIO": "--image_aspect_ratio", "MAX_GRAD_NORM": "--max_grad_norm", "VISION_TOWER_LR": "--vision_tower_lr",
-    "PROJECTOR_LR": "--projector_lr", "PREFERENCE_STEP": "--preference_step",
+    "PROJECTOR_LR": "--projector_lr", "SEQUENCE_PACKING": "--sequence_packing",
 }
 # What the scripts may still default themselves: paths, the launch, and paradigm.sh's own choices.
 SCRIPT_DEFAULTS = {
@@ -97,7 +100,7 @@ def test_a_flag_on_the_command_line_wins_over_the_recipe(tmp_path, monkeypatch):
     assert training.num_train_epochs == 2 and training.beta == 0.1  # the rest is the recipe's
     # A leading recipe (also behind deepspeed's --local_rank) reads the same.
     _, _, leading = parse_arguments([recipe, "--learning_rate", "1e-3", *required(tmp_path)])
-    assert leading.stage == "mcmdpo" and leading.learning_rate == 1e-3 and leading.normalizer == 2.8
+    assert leading.stage == "mcmdpo" and leading.learning_rate == 1e-3 and leading.layout.normalizer == 2.8
     flags = with_recipe(["--local_rank=0", recipe, "--learning_rate", "1e-3"], TYPES)
     assert flags[:2] == ["--stage", "mcmdpo"] and flags[-3:] == ["--local_rank=0", "--learning_rate", "1e-3"]
 
@@ -155,36 +158,75 @@ def test_missing_recipes_are_clear_errors(tmp_path, monkeypatch):
         with_recipe(["--config", "configs/mcmdpo.yaml"], TYPES)
 
 
-# Design §1.4 (and §1.1 for the terms): the upstream scripts' recipe.
+# The paper's released training scripts, written out by hand: what a run of each recipe must be.
 UPSTREAM_TABLE = {"sft": (2e-5, 1, 128), "dpo": (5e-7, 1, 64), "mcmdpo": (5e-7, 2, 64)}
 UPSTREAM_COMMON = {
     "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "weight_decay": 0.0, "max_length": 2048, "activation_checkpointing": True,
     "bf16": True, "train_vision_tower": True, "image_aspect_ratio": "auto", "max_grad_norm": 0,
 }
-UPSTREAM_MCMDPO = {
-    "stage": "mcmdpo", "beta": 0.1, "negative_image": "diffusion", "diffusion_step": 700, "normalizer": 2.8,
-    "terms": ["response", "image", "context", "context_response", "image_response", "context_image", "all"],
-    "term_weights": {"response": 1.0, "image": 0.5, "context": 0.5, "context_response": 0.2, "image_response": 0.2,
-                     "context_image": 0.2, "all": 0.2},
-}
+UPSTREAM_MCMDPO = {"beta": 0.1, "negative_image": "diffusion", "diffusion_step": 700}
+UPSTREAM_MCMDPO_TERMS = {"response": 1.0, "image": 0.5, "context": 0.5, "context_response": 0.2, "image_response": 0.2,
+                         "context_image": 0.2, "all": 0.2}
 
 
-def test_the_mcmdpo_recipe_is_the_upstream_recipe():
-    recipe = read_recipe(REPO_ROOT / "configs" / "mcmdpo.yaml")
+def recipe_run(stage: str, tmp_path: Path) -> tuple[Any, ...]:
+    return parse_arguments(["--config", str(REPO_ROOT / "configs" / f"{stage}.yaml"), *required(tmp_path)])
+
+
+def test_the_mcmdpo_recipe_runs_the_upstream_objective(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    arguments = recipe_run("mcmdpo", tmp_path)
     for key, value in UPSTREAM_MCMDPO.items():
-        assert recipe[key] == value, key
-    assert list(recipe["term_weights"]) == recipe["terms"]  # the paper's order, one weight per term
-    assert sum(recipe["term_weights"].values()) == pytest.approx(recipe["normalizer"])
+        assert parsed(arguments, key) == value, key
+    layout = arguments[2].layout  # the seven terms in the paper's order, its weights over their sum
+    assert dict(zip(layout.term_names, layout.weights)) == UPSTREAM_MCMDPO_TERMS
+    assert list(layout.term_names) == list(UPSTREAM_MCMDPO_TERMS) and layout.normalizer == pytest.approx(2.8)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_each_recipe_holds_the_upstream_optimisation(stage):
-    recipe = read_recipe(REPO_ROOT / "configs" / f"{stage}.yaml")
-    assert (recipe["learning_rate"], recipe["num_train_epochs"], recipe["global_batch_size"]) == UPSTREAM_TABLE[stage]
+def test_each_recipe_runs_the_upstream_optimisation(stage, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    arguments = recipe_run(stage, tmp_path)
+    training = arguments[2]
+    assert (training.learning_rate, training.num_train_epochs, training.global_batch_size) == UPSTREAM_TABLE[stage]
     for key, value in UPSTREAM_COMMON.items():
-        assert recipe[key] == value, key
+        assert comparable(parsed(arguments, key)) == value, key
     if stage == "dpo":  # MCM-DPO's response term alone, not normalised
-        assert (recipe["beta"], recipe["terms"], recipe["term_weights"], recipe["normalizer"]) == (0.1, ["response"], {"response": 1.0}, 1.0)
+        layout = training.layout
+        assert (training.beta, layout.term_names, layout.weights, layout.normalizer) == (0.1, ("response",), (1.0,), 1.0)
+
+
+def fields(arguments: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The parsed values of every argument (not the objects a parse sets up beside them)."""
+    return [{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(args)} for args in arguments]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_recipe_restates_a_default(stage, tmp_path, monkeypatch):
+    """Each default is written once: a recipe key whose removal leaves the run unchanged restates
+    one (``stage`` names what the recipe is for and stays)."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    recipe = read_recipe(REPO_ROOT / "configs" / f"{stage}.yaml")
+    whole = recipe_run(stage, tmp_path)
+    for key in recipe:
+        if key == "stage":
+            continue
+        lean = tmp_path / f"without_{key}.yaml"
+        lean.write_text(yaml.safe_dump({k: v for k, v in recipe.items() if k != key}))
+        without = parse_arguments(["--config", str(lean), *required(tmp_path)])
+        assert fields(without) != fields(whole), f"configs/{stage}.yaml: {key!r} restates its default"
+
+
+def test_the_renamed_packing_flag_is_an_error_naming_the_new_one(tmp_path, capsys):
+    assert main(["--stage", "dpo", "--preference_step", "plain", *required(tmp_path)]) == 2
+    assert "--preference_step is now --sequence_packing" in capsys.readouterr().err
+    old = tmp_path / "old.yaml"
+    old.write_text("stage: dpo\npreference_step: packed\n")
+    with pytest.raises(RecipeError, match="'preference_step' is now sequence_packing"):
+        with_recipe(["--config", str(old)], TYPES)
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "dpo.sh")], env={**os.environ, "PREFERENCE_STEP": "plain"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "PREFERENCE_STEP is now SEQUENCE_PACKING" in result.stderr
 
 
 def test_the_scripts_hold_no_recipe_value():
@@ -234,7 +276,7 @@ def test_every_override_reaches_its_argument(tmp_path, monkeypatch):
         "BF16": "false", "BETA": "0.2", "NEGATIVE_IMAGE": "diffusion", "DIFFUSION_STEP": "500", "NORMALIZER": "1.5",
         "TERMS": "response image", "TERM_WEIGHTS": "response=1.0 image=2.0", "TRAIN_VISION_TOWER": "false",
         "IMAGE_ASPECT_RATIO": "pad", "MAX_GRAD_NORM": "1.0", "VISION_TOWER_LR": "1e-4", "PROJECTOR_LR": "2e-4",
-        "PREFERENCE_STEP": "plain",
+        "SEQUENCE_PACKING": "none",
     }
     args = launched(tmp_path, "mcmdpo.sh", DEEPSPEED_CONFIG="", EXTRA_ARGS="--max_steps 5 --learning_rate 2e-3", **env)
     assert args[:10] == ["--config", "configs/mcmdpo.yaml", *PATHS]
@@ -250,7 +292,7 @@ def test_every_override_reaches_its_argument(tmp_path, monkeypatch):
     assert training.gradient_accumulation_steps == 8 and training.max_length == 512 and not training.bf16
     assert (training.beta, training.negative_image, training.diffusion_step, training.normalizer) == (0.2, "diffusion", 500, 1.5)
     assert training.terms == ["response", "image"] and comparable(training.term_weights) == {"response": 1.0, "image": 2.0}
-    assert (training.max_grad_norm, training.vision_tower_lr, training.projector_lr, training.preference_step) == (1.0, 1e-4, 2e-4, "plain")
+    assert (training.max_grad_norm, training.vision_tower_lr, training.projector_lr, training.sequence_packing) == (1.0, 1e-4, 2e-4, "none")
     assert model.train_vision_tower is False and model.image_aspect_ratio == "pad"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from mcmdpo.eval.scoring import score_file
+from mcmdpo.eval.alt_text_scores import score_file
 
 RECORDS = [
     ("A wooden red circle on the left, beside a blue square.", "A wooden red circle on the left, beside a blue square."),

@@ -92,12 +92,12 @@ def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_
 @pytest.mark.slow
 def test_packed_step_logs_the_plain_steps_losses_under_zero3_through_the_script(tiny_checkpoint, synthetic_dir, tmp_path):
     """scripts/mcmdpo.sh as shipped (tree-packed step, activation checkpointing on, ZeRO-3 over 2
-    processes, cached reference) against PREFERENCE_STEP=plain: the same losses step by step."""
+    processes, cached reference) against SEQUENCE_PACKING=none: the same losses step by step."""
     histories = {}
-    for step in ("plain", "packed"):
+    for step in ("none", "tree"):
         out = tmp_path / step
         run_script(
-            "mcmdpo.sh", PREFERENCE_STEP=step,
+            "mcmdpo.sh", SEQUENCE_PACKING=step,
             MODEL_PATH=str(tiny_checkpoint), DATA_PATH=str(synthetic_dir / "pref_train.json"),
             IMAGE_FOLDER=str(synthetic_dir / "image"), OUTPUT_DIR=str(out),
             DEEPSPEED_CONFIG=str(REPO_ROOT / "scripts" / "zero3.json"), PER_DEVICE_BATCH="2", GLOBAL_BATCH="8", LEARNING_RATE="0.05",
@@ -106,7 +106,7 @@ def test_packed_step_logs_the_plain_steps_losses_under_zero3_through_the_script(
                        f"--reference_cache_dir {tmp_path / 'cache'}",
         )
         histories[step] = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
-    plain, packed = histories["plain"], histories["packed"]
+    plain, packed = histories["none"], histories["tree"]
     for a, b in zip(plain, packed, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
         assert b["margins/image"] == pytest.approx(a["margins/image"], abs=1e-4)
@@ -117,7 +117,7 @@ def test_paper_recipe_on_a_real_shape_llava16_with_the_real_sample_data(tmp_path
     """LLaVA-1.6-Vicuna as the paper runs it (pad protocol, vicuna_v1 prompt, vision tower
     trained, no clipping) on the real Twitter sample: scripts/sft.sh and scripts/mcmdpo.sh under
     ZeRO-3 on two CPU processes, then inference on the real test sample."""
-    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+    from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
     from test_real_checkpoints import upstream
 
     twitter = upstream("twitter")
@@ -186,7 +186,7 @@ def test_mcmdpo_script_under_zero3_with_a_qwen2_5_vl_checkpoint(synthetic_dir, t
     reference cached, the vision tower trained, and the checkpoint reloads as Qwen2.5-VL."""
     import torch
 
-    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+    from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
     base = write_tiny_checkpoint(tmp_path / "base", TinyModelSpec(architecture="qwen2_5_vl"))
     out = tmp_path / "mcmdpo"

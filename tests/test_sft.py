@@ -13,7 +13,7 @@ from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data import load_examples
 from mcmdpo.data.collate import PaddingCollator
 from mcmdpo.data.sft_dataset import SFTDataset
-from mcmdpo.train.cli import main
+from mcmdpo.train.cli import main, parse_arguments, run
 
 
 def sft_argv(checkpoint, data_dir, output_dir, *extra: str) -> list[str]:
@@ -26,10 +26,11 @@ def sft_argv(checkpoint, data_dir, output_dir, *extra: str) -> list[str]:
     ]
 
 
-def held_out_loss(model_path, data_dir) -> float:
-    """Mean answer-token loss on the synthetic test split (never trained on)."""
-    processor = AutoProcessor.from_pretrained(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path).eval()
+def held_out_loss(model_path, data_dir, model=None, processor=None) -> float:
+    """Mean answer-token loss on the synthetic test split (never trained on): of the checkpoint at
+    ``model_path`` as the Auto classes load it, or of ``model`` with ``processor`` as given."""
+    processor = processor if processor is not None else AutoProcessor.from_pretrained(model_path)
+    model = (model if model is not None else AutoModelForImageTextToText.from_pretrained(model_path)).eval()
     loaded = load_examples(data_dir / "test.jsonl", "test", data_dir / "image", show_progress=False)
     turns = [((e.question, e.references[0]),) for e in loaded.examples]
     from mcmdpo.data.records import SFTExample
@@ -43,15 +44,24 @@ def held_out_loss(model_path, data_dir) -> float:
 
 def test_sft_lowers_the_loss_and_saves_a_reloadable_checkpoint(tiny_checkpoint, synthetic_dir, tmp_path):
     out = tmp_path / "sft"
-    assert main(sft_argv(tiny_checkpoint, synthetic_dir, out, "--max_steps", "40")) == 0
+    trainer = run(*parse_arguments(sft_argv(tiny_checkpoint, synthetic_dir, out, "--max_steps", "40")))
     losses = [entry["loss"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
     assert len(losses) == 8
     assert losses[-1] < 0.6 * losses[0], losses
-    # The output is an HF checkpoint (model + processor) that the Auto classes load...
-    assert (out / "training_curves.png").stat().st_size > 10_000
+    # The output is an HF checkpoint that plain transformers loads as the model training ended with...
+    trained = {name: tensor.detach().cpu() for name, tensor in trainer.model.state_dict().items()}
+    reloaded = AutoModelForImageTextToText.from_pretrained(out)
+    assert type(reloaded) is type(trainer.model)
+    assert reloaded.state_dict().keys() == trained.keys()
+    assert all(torch.equal(tensor, trained[name]) for name, tensor in reloaded.state_dict().items())
+    assert not torch.equal(trained["lm_head.weight"], AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).lm_head.weight)
+    # ...with its processor: the reloaded pair gives the held-out loss of the trained pair in memory...
+    after = held_out_loss(out, synthetic_dir)
+    assert after == held_out_loss(None, synthetic_dir, model=trainer.model, processor=trainer.processing_class)
     # ...and it has learnt something that holds on data it never saw.
-    before, after = held_out_loss(tiny_checkpoint, synthetic_dir), held_out_loss(out, synthetic_dir)
+    before = held_out_loss(tiny_checkpoint, synthetic_dir)
     assert after < 0.6 * before, (before, after)
+    assert (out / "training_curves.png").stat().st_size > 10_000  # the run's curves, beside the checkpoint
 
 
 def _vision_weights(path) -> dict[str, torch.Tensor]:

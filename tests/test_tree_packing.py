@@ -12,12 +12,13 @@ from transformers import TrainerCallback
 from mcmdpo.data import load_examples
 from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
-from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.preference.layout import DPO_LAYOUT, MCMDPO_LAYOUT
 from mcmdpo.model import load_model, load_processor
-from mcmdpo.train.losses import PreferenceLoss
-from mcmdpo.train.steps import preference_step
-from mcmdpo.train.tree_packing import PrefixTree
+from mcmdpo.preference.losses import PreferenceLoss
+from mcmdpo.model.families import BY_NAME
+from mcmdpo.preference.packing import sequence_packing
+from mcmdpo.preference.tree import PrefixTree
 
 
 def loss_and_grads(checkpoint, items, step, layout, checkpointing=False, image_aspect_ratio="auto"):
@@ -35,13 +36,13 @@ def loss_and_grads(checkpoint, items, step, layout, checkpointing=False, image_a
 
 
 def assert_packed_equals_plain(checkpoint, processor, examples, image_folder, negatives, layout=MCMDPO_LAYOUT,
-                               inputs=ImageInputs(), checkpointing=False, image_aspect_ratio="auto"):
+                               inputs=ImageInputs(), checkpointing=False, image_aspect_ratio="auto", family=BY_NAME["llava"]):
     dataset = PreferenceDataset(examples, processor, image_folder, 4096, inputs, negatives, layout)
     items = [dataset[i] for i in range(len(examples))]
     prompt_lengths = {sum(label == -100 for label in s["labels"]) for item in items for s in item["sequences"]}
     assert len(prompt_lengths) > 1  # prompts of different lengths share one batch
-    plain = loss_and_grads(checkpoint, items, preference_step("plain", processor, layout), layout, checkpointing, image_aspect_ratio)
-    packed = loss_and_grads(checkpoint, items, preference_step("packed", processor, layout), layout, checkpointing, image_aspect_ratio)
+    plain = loss_and_grads(checkpoint, items, sequence_packing("none", processor, layout, family), layout, checkpointing, image_aspect_ratio)
+    packed = loss_and_grads(checkpoint, items, sequence_packing("tree", processor, layout, family), layout, checkpointing, image_aspect_ratio)
     assert packed[0].shape == (len(examples), len(layout.triples))
     torch.testing.assert_close(packed[0], plain[0], rtol=0, atol=1e-4)
     assert abs(packed[1] - plain[1]) < 1e-5
@@ -67,13 +68,13 @@ def test_packed_step_equals_plain_step_for_dpo_and_with_activation_checkpointing
 
 def test_packed_step_on_llava_next(synthetic_dir, tmp_path):
     """LLaVA-1.6 anyres: a cropped negative has its own number of tiles and image tokens."""
-    from mcmdpo.model.tiny import TinyModelSpec, write_tiny_checkpoint
+    from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "next", TinyModelSpec(architecture="llava_next"))
     processor = load_processor(str(checkpoint), image_aspect_ratio="anyres")
     inputs = ImageInputs(("pixel_values", "image_sizes"))
     assert_packed_equals_plain(checkpoint, processor, pref_examples(synthetic_dir, 3), synthetic_dir / "image", NegativeConfig("crop"),
-                               inputs=inputs, image_aspect_ratio="anyres")
+                               inputs=inputs, image_aspect_ratio="anyres", family=BY_NAME["llava_next"])
 
 
 def test_prefix_tree_by_hand():
@@ -127,7 +128,7 @@ def test_training_with_the_packed_step_matches_the_plain_step_and_runs_packed_ro
     """Same run, same reference cache: the logged losses and margins agree step by step; the
     policy saw 2 rows per record (one per image) per step, against 8 sequences, and nothing
     else (the cached reference is read, not recomputed: one forward per step)."""
-    plain, plain_rows = train(tiny_checkpoint, synthetic_dir, tmp_path / "plain", "--preference_step", "plain", *options)
+    plain, plain_rows = train(tiny_checkpoint, synthetic_dir, tmp_path / "plain", "--sequence_packing", "none", *options)
     packed, packed_rows = train(tiny_checkpoint, synthetic_dir, tmp_path / "packed", *options)
     for a, b in zip(plain, packed, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
@@ -146,13 +147,22 @@ def test_without_the_cache_the_lora_reference_runs_each_step(tiny_checkpoint, sy
     assert rows.steps == [2, 4] and all(r == 4 for r, _ in rows.shapes)
 
 
-def test_flash_attention_takes_no_tree_mask_so_the_plain_step_runs_with_a_notice():
-    from mcmdpo.train.steps import step_for
+def test_an_attention_without_4d_masks_scores_whole_sequences_with_a_notice_and_the_tree_refuses_it(tiny_checkpoint, processor, synthetic_dir):
+    """flash-attention's kernels take no 4-D mask: training, evaluation and the app then score every
+    sequence in full (with a notice), and the tree itself refuses such a model rather than
+    computing with a causal mask that would let branches see each other."""
+    from mcmdpo.preference.packing import packing_for
 
-    assert step_for("packed", None) == ("packed", None) and step_for("packed", "eager") == ("packed", None)
-    step, notice = step_for("packed", "flash_attention_2")
-    assert step == "plain" and "flash_attention_2 does not take" in notice
-    assert step_for("plain", "flash_attention_2") == ("plain", None)
+    assert packing_for("tree", None) == ("tree", None) and packing_for("tree", "eager") == ("tree", None)
+    packing, notice = packing_for("tree", "flash_attention_2")
+    assert packing == "none" and "flash_attention_2 does not take" in notice and "--sequence_packing none" in notice
+    assert packing_for("none", "flash_attention_2") == ("none", None)
+    dataset = PreferenceDataset(pref_examples(synthetic_dir, 2), processor, synthetic_dir / "image", 4096, ImageInputs(), NegativeConfig(), DPO_LAYOUT)
+    tree = sequence_packing("tree", processor, DPO_LAYOUT, BY_NAME["llava"])
+    model = load_model(str(tiny_checkpoint)).eval()
+    model.config.get_text_config()._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="needs sdpa or eager attention .* use --sequence_packing none"):
+        tree.logps(model, tree.collator([dataset[0], dataset[1]]), False)
 
 
 def test_a_batch_whose_answers_were_all_cut_scores_zero_as_the_plain_step_does(tiny_checkpoint, processor, synthetic_dir):
@@ -164,5 +174,5 @@ def test_a_batch_whose_answers_were_all_cut_scores_zero_as_the_plain_step_does(t
     model = load_model(str(tiny_checkpoint)).eval()
     with torch.no_grad():
         scores = {name: step.logps(model, step.collator(items), False)
-                  for name, step in ((n, preference_step(n, processor, DPO_LAYOUT)) for n in ("plain", "packed"))}
-    assert scores["packed"].tolist() == scores["plain"].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+                  for name, step in ((n, sequence_packing(n, processor, DPO_LAYOUT, BY_NAME["llava"])) for n in ("none", "tree"))}
+    assert scores["tree"].tolist() == scores["none"].tolist() == [[0.0, 0.0], [0.0, 0.0]]

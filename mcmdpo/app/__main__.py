@@ -20,8 +20,12 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mcmdpo.data.conversation import DEFAULT_MAX_LENGTH
+    from mcmdpo.data.negatives import NegativeConfig
     from mcmdpo.data.templates import CONVERSATION_TEMPLATES
     from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS
+
+    negatives = NegativeConfig()  # the evaluation's
 
     parser = argparse.ArgumentParser(prog="python -m mcmdpo.app", description="Try checkpoints in the browser: alt-text, log-probs and margins side by side.")
     parser.add_argument("--model", action="append", required=True, metavar="[LABEL=]CKPT",
@@ -42,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="default: cuda where available, else cpu")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="the page's starting value (its slider goes to 512)")
     parser.add_argument("--num_beams", type=int, default=3, help="the page's starting value")
-    parser.add_argument("--diffusion_step", type=int, default=700, help="noise of the diffused image of the image margin (the evaluation's)")
-    parser.add_argument("--negative_seed", type=int, default=0, help="seed of that noise (the evaluation's)")
-    parser.add_argument("--max_length", type=int, default=2048, help="longest scored sequence in tokens (the evaluation's)")
+    parser.add_argument("--diffusion_step", type=int, default=negatives.diffusion_step, help="noise of the diffused image of the image margin (the evaluation's)")
+    parser.add_argument("--negative_seed", type=int, default=negatives.seed, help="seed of that noise (the evaluation's)")
+    parser.add_argument("--max_length", type=int, default=DEFAULT_MAX_LENGTH, help="longest scored sequence in tokens (the evaluation's)")
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels")
     parser.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted, in MB")
     parser.add_argument("--max_text_chars", type=int, default=DEFAULT_MAX_TEXT_CHARS, help="longest post or alt-text accepted")
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mcmdpo-app-"))
     atexit.register(shutil.rmtree, workdir, True)
     try:
-        negatives = NegativeConfig("diffusion", args.diffusion_step, args.negative_seed)
+        negatives = NegativeConfig(diffusion_step=args.diffusion_step, seed=args.negative_seed)  # the image margin: diffusion noise
         checkpoints = []
         for number, ((label, path), default) in enumerate(zip(parsed, defaults)):
             print(f"[{number + 1}/{len(parsed)}] ", end="", file=sys.stderr)

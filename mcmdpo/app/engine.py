@@ -4,7 +4,7 @@ evaluation's own code.
 
 A score is that of one preference record (c_w = the post, m_w = the image, y_w = the alt-text)
 scored exactly as :mod:`mcmdpo.eval.preferences` scores a held-out record: the same
-:class:`~mcmdpo.data.preference_dataset.PreferenceDataset` (the negative image m_l diffused as
+:class:`~mcmdpo.preference.dataset.PreferenceDataset` (the negative image m_l diffused as
 evaluation diffuses it, with its seed for record 0), the same preference step and
 :func:`~mcmdpo.eval.preferences.summarize`. Only the image and context terms are built (the
 record has no rejected alt-text), so three sequences are scored: (c_w, m_w, y_w), (c_w, m_l, y_w)
@@ -27,18 +27,18 @@ from PIL import Image
 
 from mcmdpo.data.image_inputs import ImageInputs
 from mcmdpo.data.negatives import NegativeConfig
-from mcmdpo.data.preference_dataset import PreferenceDataset
+from mcmdpo.preference.dataset import PreferenceDataset
 from mcmdpo.data.records import DataValidationError, ImageRef, PreferenceExample, RecordLocation
 from mcmdpo.eval.generation import GenerationSettings, generate_batch
 from mcmdpo.eval.preferences import sequence_logps_of, summarize
-from mcmdpo.layout import ANCHOR, build_layout
+from mcmdpo.data.conversation import DEFAULT_MAX_LENGTH
+from mcmdpo.model import loading
 from mcmdpo.model.families import ModelFamily
-from mcmdpo.model.loading import load_family, load_model, load_processor
-from mcmdpo.train.steps import PreferenceStep, preference_step, step_for
+from mcmdpo.preference.layout import ANCHOR, build_layout
+from mcmdpo.preference.packing import SequencePacking, packing_for, sequence_packing
 
 # The evaluation's image and context terms: (c_w, m_w, y_w) against (c_w, m_l, y_w) and (c_l, m_w, y_w).
 MARGIN_LAYOUT = build_layout(("image", "context"))
-DEFAULT_MAX_LENGTH = 2048  # the preference evaluation's --max_length
 
 
 class ScoringError(ValueError):
@@ -61,7 +61,7 @@ class LoadOptions:
 class Checkpoint:
     """One loaded checkpoint: its model, a processor for generation (padded on the left, as
     inference loads it) and one for scoring (on the right, as the evaluation loads it), its
-    family's image inputs and the preference step the evaluation would run on it."""
+    family's image inputs and the sequence packing the evaluation would score it with."""
 
     label: str
     path: str
@@ -69,7 +69,7 @@ class Checkpoint:
     generation_processor: Any
     scoring_processor: Any
     family: ModelFamily
-    step: PreferenceStep
+    packing: SequencePacking
     load_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -109,16 +109,19 @@ def load_checkpoint(path: str | Path, label: str | None = None, options: LoadOpt
     start = time.perf_counter()
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"loading model {path} ...", file=log, flush=True)
-    generation_processor = load_processor(path, "left", options.image_aspect_ratio, options.conversation_template)
-    scoring_processor = load_processor(path, "right", options.image_aspect_ratio, options.conversation_template)
-    family = load_family(path, options.image_aspect_ratio)
-    model = load_model(path, options.dtype or "float32", image_aspect_ratio=options.image_aspect_ratio).to(device).eval()
-    step_name, notice = step_for("packed", model.config._attn_implementation)
+    loaded = loading.load_checkpoint(
+        path, image_aspect_ratio=options.image_aspect_ratio, conversation_template=options.conversation_template,
+        dtype=options.dtype or "float32",
+    )
+    scoring_processor = loaded.processor
+    generation_processor = loaded.load_processor("left", options.conversation_template)
+    model = loaded.model.to(device).eval()
+    packing_name, notice = packing_for("tree", model.config._attn_implementation)
     if notice:
         print(f"note: {notice}", file=log, flush=True)
     checkpoint = Checkpoint(
-        label or Path(path).name, path, model, generation_processor, scoring_processor, family,
-        preference_step(step_name, scoring_processor, MARGIN_LAYOUT), time.perf_counter() - start,
+        label or Path(path).name, path, model, generation_processor, scoring_processor, loaded.family,
+        sequence_packing(packing_name, scoring_processor, MARGIN_LAYOUT, loaded.family), time.perf_counter() - start,
     )
     print(f"loaded {checkpoint.label} in {checkpoint.load_seconds:.1f} s: {checkpoint.describe()}", file=log, flush=True)
     return checkpoint
@@ -180,7 +183,7 @@ def score(
         )
     dataset.keep = [0]
     with checkpoint.lock:
-        logps = sequence_logps_of(checkpoint.model, dataset, checkpoint.step, batch_size=1, show_progress=False)
+        logps = sequence_logps_of(checkpoint.model, dataset, checkpoint.packing, batch_size=1, show_progress=False)
     metrics = summarize(logps, MARGIN_LAYOUT)
     return Score(
         logp=logps[0, MARGIN_LAYOUT.column(ANCHOR)].item(),

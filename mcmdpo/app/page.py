@@ -12,7 +12,8 @@ from typing import Any, Iterator, Sequence
 
 import gradio as gr
 
-from mcmdpo.app.engine import Checkpoint, DEFAULT_MAX_LENGTH, Score, ScoringError, build_question, generate, score
+from mcmdpo.data.conversation import DEFAULT_MAX_LENGTH
+from mcmdpo.app.engine import Checkpoint, Score, ScoringError, build_question, generate, score
 from mcmdpo.app.examples import Example, unrelated_post
 from mcmdpo.app.uploads import DEFAULT_MAX_PIXELS, DEFAULT_MAX_TEXT_CHARS, InputError, read_image, require_text
 from mcmdpo.data.negatives import NegativeConfig

@@ -1,4 +1,4 @@
-"""Reading, validating and encoding alt-text data (design §2)."""
+"""Reading, validating and encoding alt-text data: records, images, conversations and batches."""
 
 from mcmdpo.data.records import (
     DataValidationError,

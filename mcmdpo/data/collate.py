@@ -10,8 +10,20 @@ import torch
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.data.image_inputs import EncodedImage, concat_padded
 
-# Per-token inputs and what pads them (None: the pad token); the image-token flags some families take pad with 0.
-PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0, "token_type_ids": 0}
+# What pads a per-token input other than 0 (None: the pad token). Per-token inputs are the lists of
+# an encoded sequence (ids, attention mask, labels and any image-token flags a family takes);
+# image inputs are tensors.
+PAD_VALUES = {"input_ids": None, "labels": IGNORE_INDEX}
+
+
+def is_token_key(value: Any) -> bool:
+    """Whether an encoded sequence's value is per-token (a list) rather than an image tensor."""
+    return isinstance(value, (list, tuple))
+
+
+def token_keys(feature: dict[str, Any]) -> list[str]:
+    """The per-token keys of an encoded sequence, in its order."""
+    return [key for key, value in feature.items() if is_token_key(value)]
 
 
 def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -26,7 +38,7 @@ def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Ten
 def image_tensors(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """The image tensors of the features that have an image (text-only rows have none), each
     key's concatenated in order."""
-    keys = dict.fromkeys(key for f in features for key in f if key not in PAD_VALUES)
+    keys = dict.fromkeys(key for f in features for key, value in f.items() if not is_token_key(value))
     return {key: concat_padded([torch.as_tensor(f[key]) for f in features if key in f]) for key in keys}
 
 
@@ -39,10 +51,10 @@ class PaddingCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
-        for key, pad in PAD_VALUES.items():
-            if key in features[0]:
-                pad = self.pad_token_id if pad is None else pad
-                batch[key] = pad_rows([f[key] for f in features], pad, left=self.padding_side == "left")
+        for key in token_keys(features[0]):
+            pad = PAD_VALUES.get(key, 0)
+            pad = self.pad_token_id if pad is None else pad
+            batch[key] = pad_rows([f[key] for f in features], pad, left=self.padding_side == "left")
         return {**batch, **image_tensors(features)}
 
 

@@ -13,6 +13,9 @@ from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image
 from mcmdpo.data.templates import splits_at_image
 
 IGNORE_INDEX = -100
+# The longest sequence trained or scored, in tokens, image tokens included: the original's
+# model_max_length, the default of training, the preference evaluation and the app.
+DEFAULT_MAX_LENGTH = 2048
 Span = tuple[int, int]
 
 

@@ -10,21 +10,37 @@ The report (records kept, dropped and cut, image tokens per image) is printed an
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from mcmdpo.compat import NUM_MULTIMODAL_TOKENS, relies_on
 from mcmdpo.data.conversation import plan_sequence
 from mcmdpo.data.image_inputs import ImageInputs, image_replacement, replacement_ids
 from mcmdpo.data.records import DataValidationError, Problem
+from mcmdpo.files import write_text_atomically
 
 Turns = Sequence[tuple[str, str]]
+ImageSizes = Sequence[tuple[int, int] | None]  # (height, width) of each record's image; None: text only
 # A record's sequences to measure: (turns, image (height, width) or None for a text-only one).
 PlannedConversations = list[tuple[Turns, tuple[int, int] | None]]
+
+
+class PlannedDataset(Protocol):
+    """A dataset as the length checks read it, before it is told which records to keep (both
+    :class:`~mcmdpo.data.sft_dataset.SFTDataset` and
+    :class:`~mcmdpo.preference.dataset.PreferenceDataset` are one): the file's records, the
+    processor, image protocol and ``max_length`` that encode them, and each record's sequences."""
+
+    examples: Sequence[Any]
+    processor: Any
+    max_length: int
+    inputs: ImageInputs
+
+    def planned_conversations(self, position: int, sizes: ImageSizes) -> PlannedConversations: ...
 
 
 @dataclass
@@ -61,12 +77,10 @@ class LengthReport:
         """Write the report as JSON, atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.as_dict(), indent=1, default=str) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text_atomically(path, json.dumps(self.as_dict(), indent=1, default=str) + "\n")
 
 
+@relies_on(NUM_MULTIMODAL_TOKENS)
 def image_token_count(processor: Any, size: tuple[int, int]) -> int | None:
     """The processor's own count of the tokens an image of (height, width) becomes, computed from
     the size alone (no image is encoded), where the processor offers it."""
@@ -93,21 +107,17 @@ class Measurement(NamedTuple):
 
 
 def measure_records(
-    examples: Sequence[Any],
-    image_sizes: Sequence[tuple[int, int] | None],
-    processor: Any,
-    max_length: int,
-    inputs: ImageInputs,
-    conversations_at: Callable[[int], PlannedConversations] | None = None,
+    dataset: PlannedDataset,
+    image_sizes: ImageSizes,
     positions: Sequence[int] | None = None,
     show_progress: bool = True,
 ) -> list[Measurement | Problem]:
-    """Measure every sequence of the records at ``positions`` (default: all), each through
-    ``conversations_at(position)`` (default: an SFT record's own conversation): one
-    :class:`Measurement` per record, in order, or the :class:`Problem` that stopped it (e.g. the
-    text holds the model's own image placeholder). Records are measured independently, so any
-    share of them can be measured anywhere and the results put back in order."""
-    conversations_at = conversations_at or (lambda position: [(examples[position].turns, image_sizes[position])])
+    """Measure every sequence the records at ``positions`` (default: all) train on, as
+    ``dataset.planned_conversations`` plans them: one :class:`Measurement` per record, in order,
+    or the :class:`Problem` that stopped it (e.g. the text holds the model's own image
+    placeholder). Records are measured independently, so any share of them can be measured
+    anywhere and the results put back in order."""
+    examples, processor, max_length, inputs = dataset.examples, dataset.processor, dataset.max_length, dataset.inputs
     positions = range(len(examples)) if positions is None else positions
     expansions: dict[Any, tuple[str, int]] = {}
 
@@ -131,7 +141,7 @@ def measure_records(
         try:
             plans = [
                 plan_sequence(processor, turns, None if size is None else expansion(size)[0])
-                for turns, size in conversations_at(position)
+                for turns, size in dataset.planned_conversations(position, image_sizes)
             ]
         except ValueError as error:  # e.g. the text holds the model's own image placeholder
             location = getattr(example, "location", None)
@@ -158,20 +168,18 @@ def report_from(examples: Sequence[Any], max_length: int, measurements: Sequence
     return report
 
 
-def check_lengths(
-    examples: Sequence[Any],
-    image_sizes: Sequence[tuple[int, int] | None],
-    processor: Any,
-    max_length: int,
-    inputs: ImageInputs,
-    conversations_at: Callable[[int], PlannedConversations] | None = None,
-    show_progress: bool = True,
-) -> LengthReport:
-    """Measure every sequence of every record (``conversations_at(position)``; default: an SFT
-    record's own conversation) and report which records to keep; raise
-    :class:`DataValidationError` listing every record that cannot be measured."""
-    measured = measure_records(examples, image_sizes, processor, max_length, inputs, conversations_at, show_progress=show_progress)
+def report_of_measured(dataset: PlannedDataset, measured: Sequence[Measurement | Problem]) -> LengthReport:
+    """The report of every record's measurement, or :class:`DataValidationError` listing every
+    record that could not be measured."""
     problems = [result for result in measured if isinstance(result, Problem)]
     if problems:
         raise DataValidationError(problems)
-    return report_from(examples, max_length, measured)
+    return report_from(dataset.examples, dataset.max_length, measured)
+
+
+def check_lengths(dataset: PlannedDataset, image_sizes: ImageSizes, show_progress: bool = True) -> LengthReport:
+    """Measure every sequence of every record of ``dataset`` in this process and report which
+    records to keep (:meth:`mcmdpo.train.data_checks.DataChecks.check_lengths` shares the same
+    work among a training job's processes); raise :class:`DataValidationError` listing every
+    record that cannot be measured."""
+    return report_of_measured(dataset, measure_records(dataset, image_sizes, show_progress=show_progress))

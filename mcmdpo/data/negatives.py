@@ -1,4 +1,4 @@
-"""Negative contexts and images for MCM-DPO (design §1.2), each seeded per record so that a run
+"""Negative contexts and images for MCM-DPO, each seeded per record so that a run
 repeats exactly, without touching the global random state."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class NegativeImageType:
     parameters: tuple[str, ...] = ()
 
 
-# The original's --negative_image choices (design §1.2).
+# The original's --negative_image choices.
 NEGATIVE_IMAGES = {
     kind.name: kind
     for kind in (
@@ -42,7 +42,7 @@ NEGATIVE_IMAGE_TYPES = tuple(NEGATIVE_IMAGES)
 
 @dataclass(frozen=True)
 class NegativeConfig:
-    """How negatives are made (design §1.2). ``seed`` seeds every record's choices; with
+    """How negatives are made. ``seed`` seeds every record's choices; with
     ``fixed`` the random negative images (diffusion, rotate, crop) are drawn once for the run,
     otherwise anew every epoch as the original draws them (seeded by seed, record and epoch)."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from torch.utils.data import Dataset
 
 from mcmdpo.data.conversation import encode_conversation, token_types
 from mcmdpo.data.image_inputs import EncodedImage, ImageInputs, encode_image, mean_colour_image, replacement_ids
+from mcmdpo.data.lengths import ImageSizes, PlannedConversations
 from mcmdpo.data.records import SFTExample
 
 
@@ -32,6 +33,14 @@ class SFTDataset(Dataset):
     def lengths(self) -> list[int]:
         """Text length in characters: a cheap stand-in for token length when grouping batches."""
         return [sum(len(user) + len(answer) for user, answer in example.turns) for example in self.examples]
+
+    def planned_conversations(self, position: int, sizes: ImageSizes) -> PlannedConversations:
+        """(turns, image size) of the one sequence record ``position`` trains on, for length checks."""
+        return [(self.examples[position].turns, sizes[position])]
+
+    def keep_records(self, positions: Sequence[int]) -> None:
+        """Train on the records at ``positions`` only (those the length checks keep)."""
+        self.examples = [self.examples[position] for position in positions]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.examples[index]

@@ -1,6 +1,6 @@
 """Conversation templates: how a conversation becomes text, and how that text becomes tokens.
 
-``vicuna_v1`` is the original MCM-DPO / LLaVA recipe (design §1.4): LLaVA's ``conv_vicuna_v1``,
+``vicuna_v1`` is the original MCM-DPO / LLaVA recipe: LLaVA's ``conv_vicuna_v1``,
 
     {system} USER: <image>\\n{question} ASSISTANT: {answer}</s>
 

@@ -30,7 +30,7 @@ from mcmdpo.eval.benchmarks import BENCHMARKS, find_benchmark
 from mcmdpo.files import AppendLog, DamagedLogError
 from mcmdpo.eval.generation import GenerationSettings, generate_responses
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
-from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
+from mcmdpo.model.loading import DTYPES, IMAGE_ASPECT_RATIOS, CheckpointError, load_checkpoint
 
 
 class OutputError(RuntimeError):
@@ -162,9 +162,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
-    processor = load_processor(args.model_name, "left", args.image_aspect_ratio, args.conversation_template)
-    inputs = load_family(args.model_name, args.image_aspect_ratio).inputs
-    model = load_model(args.model_name, dtype, image_aspect_ratio=args.image_aspect_ratio).to(device).eval()
+    checkpoint = load_checkpoint(args.model_name, image_aspect_ratio=args.image_aspect_ratio,
+                                 conversation_template=args.conversation_template, padding_side="left", dtype=dtype)
+    processor, inputs, model = checkpoint.processor, checkpoint.family.inputs, checkpoint.model.to(device).eval()
     settings = GenerationSettings(args.temperature, args.num_beams, args.max_new_tokens, args.top_p)
     if args.overwrite:
         output.unlink(missing_ok=True)  # only now that the model has loaded: a failed load loses nothing

@@ -21,27 +21,31 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mcmdpo.data.conversation import DEFAULT_MAX_LENGTH
 from mcmdpo.data.loading import load_examples
-from mcmdpo.data.preference_dataset import NegativeConfig, PreferenceDataset
+from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES
+from mcmdpo.preference.dataset import NegativeConfig, PreferenceDataset
 from mcmdpo.data.records import DataValidationError
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
-from mcmdpo.layout import MCMDPO_LAYOUT, PreferenceLayout
-from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_family, load_model, load_processor
-from mcmdpo.train.steps import PreferenceStep, preference_step, step_for
+from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS, CheckpointError, load_checkpoint
+from mcmdpo.preference.layout import MCMDPO_LAYOUT, PreferenceLayout
+from mcmdpo.preference.packing import SequencePacking, packing_for, sequence_packing
+
+NEGATIVES = NegativeConfig()  # the negatives' defaults, as training's
 
 
 @torch.no_grad()
 def sequence_logps_of(
-    model: Any, dataset: PreferenceDataset, step: PreferenceStep, batch_size: int = 8, show_progress: bool = True
+    model: Any, dataset: PreferenceDataset, packing: SequencePacking, batch_size: int = 8, show_progress: bool = True
 ) -> torch.Tensor:
     """[records, sequences] log-probs of every record of ``dataset`` under ``model``."""
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=step.collator)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=packing.collator)
     chunks = []
     for batch in tqdm(loader, desc="scoring preference sequences", disable=not show_progress):
         batch = {key: value.to(device) for key, value in batch.items()}
-        chunks.append(step.logps(model, batch, False).float().cpu())
+        chunks.append(packing.logps(model, batch, False).float().cpu())
     return torch.cat(chunks)
 
 
@@ -62,26 +66,28 @@ def evaluate_preferences(
     model_path: str | Path,
     data_path: str | Path,
     image_folder: str | Path | None,
-    negatives: NegativeConfig = NegativeConfig(),
-    max_length: int = 2048,
+    negatives: NegativeConfig = NEGATIVES,
+    max_length: int = DEFAULT_MAX_LENGTH,
     batch_size: int = 8,
     show_progress: bool = True,
     image_aspect_ratio: str = "auto",
     conversation_template: str = "auto",
 ) -> dict[str, float]:
     loaded = load_examples(data_path, "preference", image_folder, show_progress=show_progress)
-    processor = load_processor(str(model_path), image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template)
-    family = load_family(str(model_path), image_aspect_ratio)
+    checkpoint = load_checkpoint(
+        model_path, image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template, dtype=None
+    )
+    processor, family = checkpoint.processor, checkpoint.family
     dataset = PreferenceDataset(loaded.examples, processor, image_folder, max_length, family.inputs, negatives, MCMDPO_LAYOUT)
     dataset.keep_what_fits(loaded.image_sizes, show_progress=False)
-    model = load_model(str(model_path), image_aspect_ratio=image_aspect_ratio)
+    model = checkpoint.load_model()
     if torch.cuda.is_available():
         model = model.cuda()
-    step_name, notice = step_for("packed", model.config._attn_implementation)
+    packing_name, notice = packing_for("tree", model.config._attn_implementation)
     if notice and show_progress:
         print(f"note: {notice}", file=sys.stderr)
-    step = preference_step(step_name, processor, MCMDPO_LAYOUT)
-    return summarize(sequence_logps_of(model, dataset, step, batch_size, show_progress), MCMDPO_LAYOUT)
+    packing = sequence_packing(packing_name, processor, MCMDPO_LAYOUT, family)
+    return summarize(sequence_logps_of(model, dataset, packing, batch_size, show_progress), MCMDPO_LAYOUT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model_name", required=True, help="checkpoint to evaluate")
     parser.add_argument("--data_path", required=True, help="preference file (e.g. pref_test.json)")
     parser.add_argument("--image_folder", default=None)
-    parser.add_argument("--negative_image", default="diffusion")
-    parser.add_argument("--diffusion_step", type=int, default=700)
-    parser.add_argument("--negative_seed", type=int, default=0)
-    parser.add_argument("--max_length", type=int, default=2048)
+    parser.add_argument("--negative_image", choices=NEGATIVE_IMAGE_TYPES, default=NEGATIVES.image_type)
+    parser.add_argument("--diffusion_step", type=int, default=NEGATIVES.diffusion_step)
+    parser.add_argument("--negative_seed", type=int, default=NEGATIVES.seed)
+    parser.add_argument("--max_length", type=int, default=DEFAULT_MAX_LENGTH)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--image_aspect_ratio", choices=IMAGE_ASPECT_RATIOS, default="auto", help="image protocol (default: what the checkpoint records)")
     parser.add_argument("--conversation_template", choices=CONVERSATION_TEMPLATES, default="auto")

@@ -7,7 +7,14 @@ A declaration says what cannot be read off the checkpoint or its processor:
 - which processor outputs ride along with the pixels, which text-side flags the model needs, and
   whether it drops an all-zero image as padding (:class:`~mcmdpo.data.image_inputs.ImageInputs`);
 - the conversation template it is trained with by default (LLaVA's Vicuna v1, as the original
-  recipe, or the checkpoint's own chat template), and whether LLaVA's pad protocol applies.
+  recipe, or the checkpoint's own chat template), and which architecture a checkpoint runs as
+  under LLaVA's pad protocol, where that protocol applies;
+- how its language model attends and places tokens where that differs from a causal decoder with
+  linear positions (Gemma 3's image tokens see their whole image; Qwen's rotary positions are
+  3-D over the image grid): the tree-packed preference scoring rebuilds both for each sequence.
+
+Nothing outside :mod:`mcmdpo.model` branches on a model type or on an input's key name: it reads
+these fields.
 
 What the processor already knows is taken from it, not declared again: how many tokens an image
 becomes (the processor's own placeholder expansion, transformers' unified processor API), the end
@@ -15,7 +22,7 @@ of an answer's turn (the special token its chat template closes an answer with),
 frames a patch repeats (Qwen's ``temporal_patch_size``).
 
 Adding a family: one :class:`ModelFamily` here, one tiny recipe in
-:mod:`mcmdpo.model.tiny_families`; the shared test matrix (``tests/test_families.py``) then runs
+:mod:`mcmdpo.tiny.family_recipes`; the shared test matrix (``tests/test_families.py``) then runs
 every capability on it.
 """
 
@@ -29,6 +36,8 @@ from typing import Any
 from mcmdpo.data.image_inputs import ImageInputs
 
 COMPONENTS = ("vision_tower", "projector", "language_model")
+IMAGE_ATTENTION = ("causal", "bidirectional")
+POSITIONS = ("linear", "multimodal_rope")
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,27 @@ class ModelFamily:
     projector: tuple[str, ...]
     inputs: ImageInputs = ImageInputs()
     conversation_template: str = "checkpoint"  # the default of --conversation_template auto
-    pad_protocol: bool = False  # LLaVA's --image_aspect_ratio pad applies
+    # The family a checkpoint runs as under LLaVA's --image_aspect_ratio pad (None: pad does not
+    # apply). LLaVA-1.6 runs as LLaVA-1.5 there, as the original trains it: one tile, no image_newline.
+    pad_family: str | None = None
+    # causal, or bidirectional: image tokens (flagged under inputs.token_type_key) also attend to
+    # every token of their own image (Gemma 3).
+    image_attention: str = "causal"
+    # linear (position = index in the sequence), or multimodal_rope: the model derives 3-D
+    # (time, height, width) rotary positions from the image-token flags and image grids with
+    # its own get_rope_index (Qwen2.5-VL, Qwen3-VL).
+    positions: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.image_attention not in IMAGE_ATTENTION or self.positions not in POSITIONS:
+            raise ValueError(f"{self.name}: image_attention must be one of {IMAGE_ATTENTION}, positions one of {POSITIONS}")
+        if (self.image_attention != "causal" or self.positions != "linear") and not self.inputs.token_type_key:
+            raise ValueError(f"{self.name}: its image attention or positions read the image-token flags: declare inputs.token_type_key")
+
+    @property
+    def pad_protocol(self) -> bool:
+        """LLaVA's --image_aspect_ratio pad applies to this family's checkpoints."""
+        return self.pad_family is not None
 
     @cached_property
     def _component_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
@@ -65,28 +94,28 @@ class ModelFamily:
 _LLAVA = dict(vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector", "model.image_newline"))
 
 FAMILIES: tuple[ModelFamily, ...] = (
-    ModelFamily("llava", ("llava",), **_LLAVA, conversation_template="vicuna_v1", pad_protocol=True),
+    ModelFamily("llava", ("llava",), **_LLAVA, conversation_template="vicuna_v1", pad_family="llava"),
     ModelFamily(
         "llava_next", ("llava_next",), **_LLAVA, inputs=ImageInputs(("pixel_values", "image_sizes")),
-        conversation_template="vicuna_v1", pad_protocol=True,
+        conversation_template="vicuna_v1", pad_family="llava",
     ),
     ModelFamily("llava_onevision", ("llava_onevision",), **_LLAVA, inputs=ImageInputs(("pixel_values", "image_sizes"))),
     ModelFamily(
         "qwen2_5_vl", ("qwen2_5_vl",),
         vision_encoder=("model.visual.patch_embed", "model.visual.blocks"),
         projector=("model.visual.merger",),
-        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"),
+        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"), positions="multimodal_rope",
     ),
     ModelFamily(
         "qwen3_vl", ("qwen3_vl",),
         vision_encoder=("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
         projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
-        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"),
+        inputs=ImageInputs(("pixel_values", "image_grid_thw"), token_type_key="mm_token_type_ids"), positions="multimodal_rope",
     ),
     ModelFamily(
         "gemma3", ("gemma3",),
         vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
-        inputs=ImageInputs(("pixel_values",), token_type_key="token_type_ids"),
+        inputs=ImageInputs(("pixel_values",), token_type_key="token_type_ids"), image_attention="bidirectional",
     ),
     ModelFamily(
         "smolvlm", ("idefics3",),  # SmolVLM-256M/500M/2B ship as Idefics3; SmolVLM2 ("smolvlm") is untested, so not declared

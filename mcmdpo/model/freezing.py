@@ -1,7 +1,8 @@
 """Which components train: the vision tower (VE), the projector and the language model, found
 through the model's family declaration (:mod:`mcmdpo.model.families`).
 
-The four paradigms of design §1.3 are the value of ``train_vision_tower`` in each stage:
+The paper's four paradigms (a)-(d), which say whether the vision tower trains in the SFT and in
+the preference stage, are the value of ``train_vision_tower`` in each stage:
 (a) False, False; (b) False, True; (c) True, False; (d) True, True.
 """
 

@@ -15,12 +15,17 @@ Image protocols (``--image_aspect_ratio``, upstream's name):
   config.json, as the original does, and into the processor's image-processor config), else
   ``pad`` for LLaVA checkpoints and ``anyres`` (the checkpoint's own processor) for every other
   family (:mod:`mcmdpo.model.families`).
+
+:func:`load_checkpoint` is the one way in: it reads the config once and returns the processor,
+the family, the resolved protocol and (unless deferred) the model. Which architecture runs under
+``pad`` is the family's declaration (``pad_family``), not a branch on a model type here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +108,11 @@ def resolve_image_aspect_ratio(model_name_or_path: str, requested: str = "auto",
     return "pad" if is_llava else "anyres"
 
 
-def load_family(model_name_or_path: str, image_aspect_ratio: str = "auto") -> ModelFamily:
-    """The family a checkpoint runs as under the requested image protocol (a LLaVA-1.6
-    checkpoint under pad runs as LLaVA-1.5)."""
-    config = _read_config(model_name_or_path)
-    if resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config) == "pad":
-        return BY_NAME["llava"]
-    return family_for(config)
+def family_under(config: PretrainedConfig, protocol: str) -> ModelFamily:
+    """The family a checkpoint runs as under a resolved image protocol (under pad, its family's
+    ``pad_family``: a LLaVA-1.6 checkpoint runs as LLaVA-1.5)."""
+    family = family_for(config)
+    return BY_NAME[family.pad_family] if protocol == "pad" else family
 
 
 def pad_processor(processor: Any) -> LlavaProcessor:
@@ -144,16 +147,11 @@ def pad_processor(processor: Any) -> LlavaProcessor:
     )
 
 
-def load_processor(
-    model_name_or_path: str,
-    padding_side: str = "right",
-    image_aspect_ratio: str = "auto",
-    conversation_template: str = "auto",
+def _load_processor(
+    model_name_or_path: str, config: PretrainedConfig, protocol: str, padding_side: str, conversation_template: str
 ) -> Any:
-    """The checkpoint's processor (tokenizer, image processor, chat template) under the requested
-    image protocol and conversation template (:mod:`mcmdpo.data.templates`)."""
-    config = _read_config(model_name_or_path)
-    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config)
+    """The checkpoint's processor (tokenizer, image processor, chat template) under a resolved
+    image protocol and the requested conversation template (:mod:`mcmdpo.data.templates`)."""
     # A LoRA adapter folder saved without its processor uses its base model's.
     source = model_name_or_path if any((Path(model_name_or_path) / name).is_file() for name in PROCESSOR_FILES) else base_of(model_name_or_path)
     try:
@@ -190,7 +188,7 @@ def llava_config_from_next(config: PretrainedConfig) -> LlavaConfig:
     )
 
 
-def _load_next_as_llava(base: str, config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
+def _load_as_llava(base: str, config: PretrainedConfig, kwargs: dict[str, Any]) -> PreTrainedModel:
     """A LLaVA-NeXT checkpoint as the LLaVA-1.5 architecture (the pad protocol). Its
     image_newline is left out on purpose; any other weight that does not load is an error."""
     verbosity = hf_logging.get_verbosity()
@@ -210,29 +208,33 @@ def _load_next_as_llava(base: str, config: PretrainedConfig, kwargs: dict[str, A
     return model
 
 
-def load_model(
+# How a checkpoint is loaded as another family's architecture (its family's pad_family under pad).
+ARCHITECTURE_CONVERSIONS = {"llava": _load_as_llava}
+
+
+def _load_model(
     model_name_or_path: str,
+    config: PretrainedConfig,
+    protocol: str,
     dtype: str = "float32",
     attn_implementation: str | None = None,
-    image_aspect_ratio: str = "auto",
     quantization_config: Any = None,
 ) -> PreTrainedModel:
     """A LLaVA (1.5), LLaVA-NeXT (1.6) or other image-text-to-text checkpoint with all its weights
-    (a trained vision tower included), or a LoRA adapter folder merged into its base, under the
-    requested image protocol. The protocol is written into the config, so a saved checkpoint records it."""
+    (a trained vision tower included), or a LoRA adapter folder merged into its base, under a
+    resolved image protocol. The protocol is written into the config, so a saved checkpoint records it."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     base = base_of(model_name_or_path)
-    config = _read_config(model_name_or_path)
-    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config)
+    runs_as = family_under(config, protocol)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     try:
-        if protocol == "pad" and config.model_type == "llava_next":
-            model = _load_next_as_llava(base, config, kwargs)
+        if runs_as is not family_for(config):
+            model = ARCHITECTURE_CONVERSIONS[runs_as.name](base, config, kwargs)
         else:
             model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as error:
@@ -246,3 +248,82 @@ def load_model(
         model = PeftModel.from_pretrained(model, model_name_or_path).merge_and_unload()
         model.config.image_aspect_ratio = protocol
     return model
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint as a run uses it: its config (read once), the image protocol it resolved to,
+    the family it runs as under that protocol, its processor, and its model (None until
+    :meth:`load_model`, for callers that check their data before any weights load)."""
+
+    path: str
+    config: PretrainedConfig
+    protocol: str
+    family: ModelFamily
+    processor: Any
+    model: PreTrainedModel | None = None
+
+    def load_model(
+        self, dtype: str = "float32", attn_implementation: str | None = None, quantization_config: Any = None
+    ) -> PreTrainedModel:
+        """Load (again) the checkpoint's weights under the resolved protocol."""
+        self.model = _load_model(self.path, self.config, self.protocol, dtype, attn_implementation, quantization_config)
+        return self.model
+
+    def load_processor(self, padding_side: str = "right", conversation_template: str = "auto") -> Any:
+        """Another copy of the processor (e.g. a left-padding one for generation beside a
+        right-padding one for scoring)."""
+        return _load_processor(self.path, self.config, self.protocol, padding_side, conversation_template)
+
+
+def load_checkpoint(
+    model_name_or_path: str | Path,
+    *,
+    image_aspect_ratio: str = "auto",
+    conversation_template: str = "auto",
+    padding_side: str = "right",
+    dtype: str | None = "float32",
+    attn_implementation: str | None = None,
+    quantization_config: Any = None,
+) -> LoadedCheckpoint:
+    """A checkpoint (a folder, a hub name or a LoRA adapter folder) under the requested image
+    protocol and conversation template: processor, family and protocol, and the model in ``dtype``
+    (``dtype=None``: the model is not loaded yet; :meth:`LoadedCheckpoint.load_model` loads it)."""
+    path = str(model_name_or_path)
+    config = _read_config(path)
+    protocol = resolve_image_aspect_ratio(path, image_aspect_ratio, config)
+    checkpoint = LoadedCheckpoint(
+        path, config, protocol, family_under(config, protocol), _load_processor(path, config, protocol, padding_side, conversation_template)
+    )
+    if dtype is not None:
+        checkpoint.load_model(dtype, attn_implementation, quantization_config)
+    return checkpoint
+
+
+def load_processor(
+    model_name_or_path: str, padding_side: str = "right", image_aspect_ratio: str = "auto", conversation_template: str = "auto"
+) -> Any:
+    """The checkpoint's processor alone (tests, the benchmarks and the data validator use it)."""
+    return load_checkpoint(
+        model_name_or_path, image_aspect_ratio=image_aspect_ratio, conversation_template=conversation_template,
+        padding_side=padding_side, dtype=None,
+    ).processor
+
+
+def load_family(model_name_or_path: str, image_aspect_ratio: str = "auto") -> ModelFamily:
+    """The family a checkpoint runs as under the requested image protocol."""
+    config = _read_config(model_name_or_path)
+    return family_under(config, resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config))
+
+
+def load_model(
+    model_name_or_path: str,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    image_aspect_ratio: str = "auto",
+    quantization_config: Any = None,
+) -> PreTrainedModel:
+    """The checkpoint's model alone, under the requested image protocol."""
+    config = _read_config(model_name_or_path)
+    protocol = resolve_image_aspect_ratio(model_name_or_path, image_aspect_ratio, config)
+    return _load_model(model_name_or_path, config, protocol, dtype, attn_implementation, quantization_config)

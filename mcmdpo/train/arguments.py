@@ -1,4 +1,11 @@
-"""Arguments of a training run, as dataclasses read by ``transformers.HfArgumentParser``."""
+"""Arguments of a training run, as dataclasses read by ``transformers.HfArgumentParser``.
+
+Each default is written once: the method's where the method's code keeps it (the term registry,
+the negatives' configuration, the sequence length), the others here; the recipes under
+``configs/`` hold only what the paper's recipe changes (a test checks that none restates a
+default). A flag that does nothing in a run is an error: a field's ``stages`` metadata names the
+stages that read it, its ``requires`` metadata the switch it needs, and :func:`check_flags` refuses
+any such flag given a value other than its default, across all three dataclasses."""
 
 from __future__ import annotations
 
@@ -10,19 +17,49 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from mcmdpo.data.conversation import DEFAULT_MAX_LENGTH
 from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, NegativeConfig
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
-from mcmdpo.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS
+from mcmdpo.preference.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
+from mcmdpo.preference.packing import SEQUENCE_PACKINGS
 from mcmdpo.train.console import available_workers
-from mcmdpo.train.data_checks import DEFAULT_DATA_CACHE_DIR
+from mcmdpo.train.data_cache import DEFAULT_DATA_CACHE_DIR
 from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
 from mcmdpo.train.resume import resolve_resume
 
 STAGES = ("sft", "dpo", "mcmdpo")
+PREFERENCE_STAGES = ("dpo", "mcmdpo")
 # What --terms and --normalizer default to in each preference stage: DPO is MCM-DPO's response term alone.
 STAGE_LAYOUTS = {"dpo": DPO_LAYOUT, "mcmdpo": MCMDPO_LAYOUT}
-PREFERENCE_STEPS = ("packed", "plain")
+NEGATIVES = NegativeConfig()  # the negatives' defaults
+# Flags renamed: the old name is an error that names the new one.
+RENAMED_FLAGS = {"preference_step": "sequence_packing (tree, the default, or none; packed was tree, plain none)"}
+
+
+class FlagMetadata(dict):
+    """A field's metadata with what the flag needs to mean something: ``stages`` (the stages that
+    read it) and ``requires`` (the switch it needs). ``HfArgumentParser`` hands a field's metadata
+    to ``argparse.add_argument`` as keywords (``dict(field.metadata)``), so these two keys are
+    left out of what iterating the metadata shows; ``metadata.get`` reads them."""
+
+    DECLARATIONS = ("stages", "requires")
+
+    def keys(self):  # type: ignore[override]
+        return [key for key in super().keys() if key not in self.DECLARATIONS]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+
+def preference_only(**kwargs) -> FlagMetadata:
+    """Metadata of a flag only the preference stages read."""
+    return FlagMetadata(kwargs, stages=PREFERENCE_STAGES)
+
+
+def lora_only(**kwargs) -> FlagMetadata:
+    """Metadata of a flag only read with --use_lora."""
+    return FlagMetadata(kwargs, requires="use_lora")
 
 
 @dataclass
@@ -56,16 +93,16 @@ class ModelArguments:
         metadata={"help": "QLoRA: load the language model in 4 or 8 bits through bitsandbytes (needs --use_lora and a CUDA GPU)"},
     )
     ref_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "DPO/MCM-DPO reference checkpoint (default: the starting checkpoint)"}
+        default=None, metadata=preference_only(help="DPO/MCM-DPO reference checkpoint (default: the starting checkpoint)")
     )
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters on the language model instead of its weights"})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_r: int = field(default=64, metadata=lora_only(help="LoRA rank"))
+    lora_alpha: int = field(default=16, metadata=lora_only(help="LoRA alpha (scale = alpha / r)"))
+    lora_dropout: float = field(default=0.05, metadata=lora_only(help="LoRA dropout"))
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "module names or one regex (default: the language model's attention and MLP projections)"}
+        default=None, metadata=lora_only(help="module names or one regex (default: the language model's attention and MLP projections)")
     )
-    merge_lora: bool = field(default=False, metadata={"help": "save the merged model instead of the adapters"})
+    merge_lora: bool = field(default=False, metadata=lora_only(help="save the merged model instead of the adapters"))
 
     @property
     def reference_path(self) -> str:
@@ -89,8 +126,6 @@ class ModelArguments:
                 raise ValueError("--bits 4|8 (QLoRA) needs a CUDA GPU: bitsandbytes' 4- and 8-bit layers do not train on this machine's CPU")
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise ValueError("--bits 4|8 (QLoRA) needs bitsandbytes: pip install -e '.[qlora]'")
-        if self.merge_lora and not self.use_lora:
-            raise ValueError("--merge_lora needs --use_lora")
 
 
 @dataclass
@@ -99,12 +134,7 @@ class DataArguments:
     image_folder: str | None = field(default=None, metadata={"help": "folder that image paths are relative to"})
 
 
-# Flags that only mean something in the preference stages, or with a negative image: setting them
-# where they do nothing is an error, not a no-op.
-PREFERENCE_ONLY = (
-    "beta", "logps_reduction", "precompute_reference_logps", "reference_cache_dir", "preference_step", "terms",
-    "term_weights", "normalizer", "negative_seed",
-)
+# Flags that only mean something with a negative image (which a preference layout may not score).
 NEGATIVE_IMAGE_ONLY = ("negative_image", "diffusion_step", "fixed_negatives")
 
 
@@ -112,7 +142,8 @@ NEGATIVE_IMAGE_ONLY = ("negative_image", "diffusion_step", "fixed_negatives")
 class AltTextTrainingArguments(TrainingArguments):
     stage: str = field(default="sft", metadata={"help": f"training stage, one of {STAGES}"})
     max_length: int = field(
-        default=2048, metadata={"help": "longest sequence in tokens (image tokens included); longer ones are cut from the end"}
+        default=DEFAULT_MAX_LENGTH,
+        metadata={"help": "longest sequence in tokens (image tokens included); longer ones are cut from the end"},
     )
     plot: bool = field(default=True, metadata={"help": "draw the training curves to OUTPUT_DIR/training_curves.png"})
     data_cache_dir: str = field(
@@ -135,40 +166,47 @@ class AltTextTrainingArguments(TrainingArguments):
     vision_tower_lr: float | None = field(default=None, metadata={"help": "learning rate of the vision tower (default: --learning_rate)"})
     projector_lr: float | None = field(default=None, metadata={"help": "learning rate of the projector (default: --learning_rate)"})
 
-    beta: float = field(default=0.1, metadata={"help": "DPO / MCM-DPO temperature"})
-    logps_reduction: str = field(default="sum", metadata={"help": "sequence log-prob over answer tokens: sum or mean"})
+    beta: float = field(default=0.1, metadata=preference_only(help="DPO / MCM-DPO temperature"))
+    logps_reduction: str = field(default="sum", metadata=preference_only(help="sequence log-prob over answer tokens: sum or mean"))
     precompute_reference_logps: bool = field(
-        default=True, metadata={"help": "compute reference log-probs once before training and cache them on disk"}
+        default=True, metadata=preference_only(help="compute reference log-probs once before training and cache them on disk")
     )
-    reference_cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "where cached reference log-probs live"})
+    reference_cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata=preference_only(help="where cached reference log-probs live"))
 
     terms: list[str] | None = field(
         default=None,
-        metadata={"help": f"preference terms switched on, by name: {', '.join(TERMS)} "
-                          "(default: all seven for mcmdpo, response for dpo)"},
+        metadata=preference_only(help=f"preference terms switched on, by name, in this order: {', '.join(TERMS)} "
+                                      "(default: all seven for mcmdpo, response for dpo)"),
     )
     term_weights: list[str] | None = field(
         default=None,
-        metadata={"help": "NAME=WEIGHT per term to reweight (default: the paper's "
-                          + " ".join(f"{t.name}={t.weight:g}" for t in TERMS.values()) + ")"},
+        metadata=preference_only(help="NAME=WEIGHT per term to reweight (default: the paper's "
+                                      + " ".join(f"{t.name}={t.weight:g}" for t in TERMS.values()) + ")"),
     )
     normalizer: float | None = field(
         default=None,
-        metadata={"help": f"term weights are divided by this (default: {MCMDPO_LAYOUT.normalizer:g}, the sum of the seven default "
-                          "weights as the original, also with fewer terms on; 1 for dpo)"},
+        metadata=preference_only(help=f"term weights are divided by this (default: {MCMDPO_LAYOUT.normalizer:g}, the sum of the "
+                                      "seven default weights as the original, also with fewer terms on; 1 for dpo)"),
     )
-    negative_image: str = field(default="diffusion", metadata={"help": f"negative image: one of {NEGATIVE_IMAGE_TYPES}"})
-    diffusion_step: int = field(default=700, metadata={"help": "forward-diffusion step (of 1000) of the 'diffusion' negative image"})
-    negative_seed: int = field(default=0, metadata={"help": "seeds every record's negative context and image"})
+    negative_image: str = field(
+        default=NEGATIVES.image_type, metadata=preference_only(help=f"negative image: one of {NEGATIVE_IMAGE_TYPES}")
+    )
+    diffusion_step: int = field(
+        default=NEGATIVES.diffusion_step,
+        metadata=preference_only(help="forward-diffusion step (of 1000) of the 'diffusion' negative image"),
+    )
+    negative_seed: int = field(default=NEGATIVES.seed, metadata=preference_only(help="seeds every record's negative context and image"))
     fixed_negatives: bool = field(
-        default=False,
-        metadata={"help": "draw each record's random negative image (diffusion noise, rotation, crop) once for the whole run; "
-                          "by default it is drawn anew every epoch, as the original does (seeded by seed, record and epoch)"},
+        default=NEGATIVES.fixed,
+        metadata=preference_only(help="draw each record's random negative image (diffusion noise, rotation, crop) once for the whole "
+                                      "run; by default it is drawn anew every epoch, as the original does (seeded by seed, record "
+                                      "and epoch)"),
     )
-    preference_step: str = field(
-        default="packed",
-        metadata={"help": "packed (exact, fast: each record's sequences per image packed into one prefix-tree row, the image "
-                          "through the language model once per row) or plain (every sequence in full, for comparison)"},
+    sequence_packing: str = field(
+        default=SEQUENCE_PACKINGS[0],
+        metadata=preference_only(help="tree (exact, fast: each record's sequences per image packed into one prefix-tree row, the "
+                                      "image through the language model once per row) or none (every sequence in full, as the "
+                                      "original; for comparison and for attention kernels that take no 4-D mask)"),
     )
     global_batch_size: int | None = field(
         default=None,
@@ -204,14 +242,14 @@ class AltTextTrainingArguments(TrainingArguments):
                 raise ValueError(f"--resume_from_checkpoint {checkpoint}: no such folder")
             if not (checkpoint / "trainer_state.json").is_file():
                 raise ValueError(f"--resume_from_checkpoint {checkpoint}: not a training checkpoint (no trainer_state.json)")
-        defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(self)}
-        changed = [name for name in PREFERENCE_ONLY + NEGATIVE_IMAGE_ONLY if getattr(self, name) != defaults[name]]
-        if self.stage == "sft" and changed:
-            raise ValueError(f"--stage sft does not use {', '.join('--' + n for n in changed)}")
+        unused = unused_flags(self, self.stage)
+        if unused:
+            raise ValueError(f"--stage {self.stage} does not use {', '.join('--' + n for n in unused)}")
+        changed = changed_fields(self)
         if self.logps_reduction not in ("sum", "mean"):
             raise ValueError(f"--logps_reduction must be sum or mean, got {self.logps_reduction!r}")
-        if self.preference_step not in PREFERENCE_STEPS:
-            raise ValueError(f"--preference_step must be one of {PREFERENCE_STEPS}, got {self.preference_step!r}")
+        if self.sequence_packing not in SEQUENCE_PACKINGS:
+            raise ValueError(f"--sequence_packing must be one of {SEQUENCE_PACKINGS}, got {self.sequence_packing!r}")
         if self.stage != "sft":
             layout = self.layout  # a clear error now for unknown terms or malformed weights
             unused = [name for name in changed if name in NEGATIVE_IMAGE_ONLY and not layout.uses_negative_image]
@@ -241,6 +279,43 @@ class AltTextTrainingArguments(TrainingArguments):
                 raise ValueError("--vision_tower_lr / --projector_lr need the Trainer's optimizer: the DeepSpeed config "
                                  f"{self.deepspeed} defines its own, which would ignore them")
         super().__post_init__()
+
+
+def field_default(spec: dataclasses.Field) -> object:
+    return spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
+
+
+def changed_fields(arguments: object) -> list[str]:
+    """The fields of a dataclass instance given a value other than their default."""
+    return [spec.name for spec in dataclasses.fields(arguments) if spec.init and getattr(arguments, spec.name) != field_default(spec)]
+
+
+def unused_flags(arguments: object, stage: str) -> list[str]:
+    """The changed fields whose ``stages`` metadata leaves ``stage`` out."""
+    stages = {spec.name: spec.metadata.get("stages") for spec in dataclasses.fields(arguments)}
+    return [name for name in changed_fields(arguments) if stages[name] is not None and stage not in stages[name]]
+
+
+def check_flags(model_args: ModelArguments, data_args: DataArguments, training_args: AltTextTrainingArguments) -> None:
+    """Refuse, before anything loads, a flag that would do nothing in this run: one whose stage is
+    another (each dataclass's own ``__post_init__`` checks its own; this one sees all three), one
+    whose switch is off (``requires``), and the combinations where a setting is overridden."""
+    stage = training_args.stage
+    unused = [*unused_flags(model_args, stage), *unused_flags(data_args, stage)]
+    if unused:
+        raise ValueError(f"--stage {stage} does not use {', '.join('--' + n for n in unused)}")
+    for arguments in (model_args, data_args, training_args):
+        requires = {spec.name: spec.metadata.get("requires") for spec in dataclasses.fields(arguments)}
+        off = [name for name in changed_fields(arguments) if requires[name] and not getattr(model_args, requires[name])]
+        if off:
+            raise ValueError(f"{', '.join('--' + n for n in off)} would do nothing without --use_lora true")
+    if model_args.use_lora and not model_args.train_language_model:
+        raise ValueError("--use_lora trains adapters on the language model and freezes its weights either way, so "
+                         "--train_language_model false would do nothing: drop it")
+    if model_args.use_lora and model_args.ref_model_name_or_path and not training_args.precompute_reference_logps:
+        raise ValueError("with --use_lora and --precompute_reference_logps false the reference is the policy with its adapters "
+                         "switched off, so --ref_model_name_or_path would do nothing: drop it, or cache the reference "
+                         "(--precompute_reference_logps true)")
 
 
 def accumulation_steps(global_batch_size: int, per_device_batch_size: int) -> int:

@@ -25,27 +25,27 @@ import torch
 from transformers import HfArgumentParser, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from mcmdpo.data.collate import SFTCollator
-from mcmdpo.data.preference_dataset import PreferenceDataset
+from mcmdpo.preference.dataset import PreferenceDataset
 from mcmdpo.data.records import DataValidationError, Problem
 from mcmdpo.data.sft_dataset import SFTDataset
 from mcmdpo.model.freezing import set_trainable_components, trainable_parameter_counts
-from mcmdpo.model.families import ModelFamily
-from mcmdpo.model.loading import CheckpointError, load_family, load_model, load_processor
+from mcmdpo.model.loading import CheckpointError, LoadedCheckpoint, load_checkpoint
 from mcmdpo.model.lora import apply_lora
 from mcmdpo.train.console import quiet_other_processes, use_compact_console
-from mcmdpo.train.data_checks import DataChecks, length_settings
+from mcmdpo.train.data_checks import DataChecks
+from mcmdpo.train.data_fingerprints import length_settings
 from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS, PreemptionCallback
 from mcmdpo.train.resume import CheckpointWeightsMixin
 from mcmdpo.train.several_nodes import SharedFolderError, agreed, check_shared_folders, lost_another_process
-from mcmdpo.train.arguments import AltTextTrainingArguments, DataArguments, ModelArguments
+from mcmdpo.train.arguments import RENAMED_FLAGS, AltTextTrainingArguments, DataArguments, ModelArguments, check_flags
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
 from mcmdpo.train.preference_trainer import NegativesEpochCallback, PreferenceTrainer, prepare_reference_model
 from mcmdpo.train.recipes import CONFIG_FLAG, add_config_argument, with_recipe
 from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
 from mcmdpo.train.sampling import LengthGroupingMixin
-from mcmdpo.train.losses import PreferenceLoss
-from mcmdpo.train.steps import preference_step, step_for
+from mcmdpo.preference.losses import PreferenceLoss
+from mcmdpo.preference.packing import packing_for, sequence_packing
 
 logger = logging.getLogger("mcmdpo.train")
 
@@ -69,10 +69,17 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     )
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    add_config_argument(parser)
-    own_flags_first(parser)
-    return parser.parse_args_into_dataclasses(args=with_recipe(argv, parser.dataclass_types))
+        arguments = parser.parse_json_file(argv[0])
+    else:
+        add_config_argument(parser)
+        own_flags_first(parser)
+        argv = with_recipe(argv, parser.dataclass_types)
+        renamed = [old for old in RENAMED_FLAGS if any(a == f"--{old}" or a.startswith(f"--{old}=") for a in argv)]
+        if renamed:
+            raise ValueError("; ".join(f"--{old} is now --{RENAMED_FLAGS[old]}" for old in renamed))
+        arguments = parser.parse_args_into_dataclasses(args=argv)
+    check_flags(*arguments)
+    return arguments
 
 
 def own_flags_first(parser: ArgumentParser) -> None:
@@ -102,12 +109,12 @@ def own_flags_first(parser: ArgumentParser) -> None:
 
 def load_training_data(
     data_args: DataArguments, training_args: AltTextTrainingArguments, model_args: ModelArguments
-) -> tuple[Any, Any, ModelFamily]:
+) -> tuple[Any, LoadedCheckpoint]:
     """Validate the data before anything else is loaded; then, with the checkpoint's processor
-    under the run's image protocol, measure every sequence each record trains on and keep the
+    under the run's image protocol (its weights not loaded yet), measure every sequence each record trains on and keep the
     records that keep an answer within max_length. The checks run once per job, shared among its
     processes, and are cached in --data_cache_dir (:mod:`mcmdpo.train.data_checks`). The report is
-    logged and written to OUTPUT_DIR/data_report.json. Returns (dataset, processor, model family)."""
+    logged and written to OUTPUT_DIR/data_report.json. Returns (dataset, checkpoint)."""
     main_process = training_args.process_index == 0
     kind = "sft" if training_args.stage == "sft" else "preference"
     settings = length_settings(training_args.stage) if kind == "sft" else length_settings(
@@ -121,42 +128,39 @@ def load_training_data(
         if len(loaded.warnings) > 20:
             logger.warning("data: ... and %d more warnings (python -m mcmdpo.data.validate %s lists them all)",
                            len(loaded.warnings) - 20, data_args.data_path)
-    processor = load_processor(
+    checkpoint = load_checkpoint(
         model_args.model_name_or_path, image_aspect_ratio=model_args.image_aspect_ratio,
-        conversation_template=model_args.conversation_template,
+        conversation_template=model_args.conversation_template, dtype=None,
     )
-    family = load_family(model_args.model_name_or_path, model_args.image_aspect_ratio)
+    processor, family = checkpoint.processor, checkpoint.family
+    # The dataset over every record plans the sequences; the checks measure them and the dataset
+    # keeps the records that fit.
     if kind == "sft":
-        report = checks.check_lengths(
-            loaded.examples, loaded.image_sizes, processor, training_args.max_length, family.inputs, show_progress=main_process
-        )
-        dataset: Any = SFTDataset(
-            [loaded.examples[p] for p in report.kept], processor, data_args.image_folder, training_args.max_length, family.inputs
-        )
+        dataset: Any = SFTDataset(loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs)
     else:
         dataset = PreferenceDataset(
             loaded.examples, processor, data_args.image_folder, training_args.max_length, family.inputs,
             training_args.negatives, training_args.layout,
         )
-        report = dataset.keep_what_fits(loaded.image_sizes, show_progress=main_process, check=checks.check_lengths)
+    report = checks.check_lengths(dataset, loaded.image_sizes, show_progress=main_process)
+    dataset.keep_records(report.kept)
     checks.confirm_agreement(loaded, report)
     if main_process:
         logger.info("%s: %s", data_args.data_path, report.summary())
         if report.dropped:
             logger.warning("dropped records (idx): %s", report.dropped[:20])
         path = report.write(Path(training_args.output_dir) / "data_report.json")
-        print(f"data report ({processor.image_processor.image_aspect_ratio} images): {report.summary()} -> {path}", flush=True)
+        print(f"data report ({checkpoint.protocol} images): {report.summary()} -> {path}", flush=True)
     if not report.kept:
         raise DataValidationError(
             [Problem(data_args.data_path, f"no record fits in --max_length {training_args.max_length} with its answer")]
         )
-    return dataset, processor, family
+    return dataset, checkpoint
 
 
-def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArguments, family: ModelFamily) -> PreTrainedModel:
-    model = load_model(
-        model_args.model_name_or_path, model_args.model_dtype, model_args.attn_implementation,
-        model_args.image_aspect_ratio, quantization_config(model_args, training_args, family),
+def build_policy(model_args: ModelArguments, training_args: AltTextTrainingArguments, checkpoint: LoadedCheckpoint) -> PreTrainedModel:
+    model = checkpoint.load_model(
+        model_args.model_dtype, model_args.attn_implementation, quantization_config(model_args, training_args, checkpoint.family)
     )
     model.config.use_cache = False
     if model_args.bits != 16:
@@ -205,17 +209,17 @@ def reference_dtype(model_args: ModelArguments, training_args: AltTextTrainingAr
     return "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else model_args.model_dtype
 
 
-def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments, processor: Any) -> PreTrainedModel:
-    """The frozen reference, under the image protocol the policy's processor resolved (a reference
-    checkpoint that records another one would otherwise see other image tensors)."""
-    return load_model(
-        model_args.reference_path, reference_dtype(model_args, training_args), model_args.attn_implementation,
-        processor.image_processor.image_aspect_ratio,
-    )
+def load_reference(model_args: ModelArguments, training_args: AltTextTrainingArguments, protocol: str) -> PreTrainedModel:
+    """The frozen reference, under the image protocol the policy resolved (a reference checkpoint
+    that records another one would otherwise see other image tensors)."""
+    return load_checkpoint(
+        model_args.reference_path, image_aspect_ratio=protocol, dtype=reference_dtype(model_args, training_args),
+        attn_implementation=model_args.attn_implementation,
+    ).model
 
 
 def attach_reference_logps(
-    trainer: PreferenceTrainer, dataset: PreferenceDataset, model_args: ModelArguments,
+    trainer: PreferenceTrainer, dataset: PreferenceDataset, protocol: str, model_args: ModelArguments,
     data_args: DataArguments, training_args: AltTextTrainingArguments,
 ) -> None:
     """Read the reference log-probs from the cache, or compute them with the reference model once
@@ -223,8 +227,7 @@ def attach_reference_logps(
     key, description = cache_key(
         data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.layout,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
-        [dataset.examples[p].idx for p in dataset.keep], dataset.processor.image_processor.image_aspect_ratio,
-        dataset.processor.chat_template, trainer.step.name,
+        [dataset.examples[p].idx for p in dataset.keep], protocol, dataset.processor.chat_template, trainer.packing.name,
     )
     epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
     cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.triples)))
@@ -236,7 +239,7 @@ def attach_reference_logps(
             logger.info("reference log-probs read from the cache (%s/%s.pt)", training_args.reference_cache_dir, key)
         dataset.reference_logps = cached
         return
-    reference = load_reference(model_args, training_args, dataset.processor)
+    reference = load_reference(model_args, training_args, protocol)
     trainer.reference_model = prepare_reference_model(reference, trainer)
     logps = trainer.compute_reference_logps(dataset, epochs)
     if main_process:
@@ -276,7 +279,8 @@ def run(
         # torch.distributed, which ZeRO-3's partitioned loading does not see until this wraps it.
         deepspeed.init_distributed()
     check_shared_folders(folders_every_node_uses(training_args))
-    dataset, processor, family = load_training_data(data_args, training_args, model_args)
+    dataset, checkpoint = load_training_data(data_args, training_args, model_args)
+    processor = checkpoint.processor
     set_seed(training_args.seed)
     pad_id = processor.tokenizer.pad_token_id
     if training_args.stage == "sft":
@@ -284,26 +288,26 @@ def run(
         blank_image, blank_tokens = dataset.blank_image() if has_text_only else (None, None)
         collator = SFTCollator(pad_id, blank_image=blank_image, blank_tokens=blank_tokens)
         trainer = SFTTrainer(
-            model=build_policy(model_args, training_args, family), args=training_args, train_dataset=dataset,
+            model=build_policy(model_args, training_args, checkpoint), args=training_args, train_dataset=dataset,
             data_collator=collator, processing_class=processor, callbacks=callbacks,
         )
     else:
-        step_name, notice = step_for(training_args.preference_step, model_args.attn_implementation)
+        packing_name, notice = packing_for(training_args.sequence_packing, model_args.attn_implementation)
         if notice and training_args.process_index == 0:
             print(f"note: {notice}", flush=True)
-        model = build_policy(model_args, training_args, family)
+        model = build_policy(model_args, training_args, checkpoint)
         live_reference = None
         if not training_args.precompute_reference_logps and not model_args.use_lora:
-            live_reference = load_reference(model_args, training_args, processor)
+            live_reference = load_reference(model_args, training_args, checkpoint.protocol)
         trainer = PreferenceTrainer(
             model=model, args=training_args, train_dataset=dataset,
             loss=PreferenceLoss(training_args.layout, training_args.beta),
-            step=preference_step(step_name, processor, training_args.layout),
+            packing=sequence_packing(packing_name, processor, training_args.layout, checkpoint.family),
             processing_class=processor, reference_model=live_reference,
             callbacks=[NegativesEpochCallback(dataset), *(callbacks or [])],
         )
         if training_args.precompute_reference_logps:
-            attach_reference_logps(trainer, dataset, model_args, data_args, training_args)
+            attach_reference_logps(trainer, dataset, checkpoint.protocol, model_args, data_args, training_args)
 
     use_compact_console(trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -1,7 +1,7 @@
 """DPO and MCM-DPO: a thin ``transformers.Trainer`` subclass that scores each record's sequences
-under the policy with the step it is given, takes the reference log-probs from the batch
+under the policy with the sequence packing it is given, takes the reference log-probs from the batch
 (precomputed) or from a frozen reference, and applies the loss it is given (a
-:class:`~mcmdpo.train.losses.PreferenceLoss`: DPO and MCM-DPO differ only in its layout)."""
+:class:`~mcmdpo.preference.losses.PreferenceLoss`: DPO and MCM-DPO differ only in its layout)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
+from mcmdpo.compat import SET_INITIAL_TRAINING_VALUES, relies_on
 from mcmdpo.train.resume import CheckpointWeightsMixin
-from mcmdpo.train.losses import PreferenceLoss
+from mcmdpo.preference.losses import PreferenceLoss
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.sampling import LengthGroupingMixin
-from mcmdpo.train.steps import PreferenceStep
+from mcmdpo.preference.batch import INDEX, REFERENCE_LOGPS
+from mcmdpo.preference.packing import SequencePacking
 
 
 def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
@@ -44,18 +46,18 @@ def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
 
 class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
     """``args`` is an :class:`~mcmdpo.train.arguments.AltTextTrainingArguments`; ``train_dataset``
-    a :class:`~mcmdpo.data.preference_dataset.PreferenceDataset`; ``step`` scores its batches
-    (its collator becomes the data collator) and ``loss`` turns the log-probs into losses.
+    a :class:`~mcmdpo.preference.dataset.PreferenceDataset`; ``packing`` scores its
+    batches (its collator becomes the data collator) and ``loss`` turns the log-probs into losses.
 
     The reference is, in order: the batch's ``reference_logps`` (precomputed), ``reference_model``,
     or the policy with its LoRA adapters disabled."""
 
     def __init__(
-        self, *args: Any, loss: PreferenceLoss, step: PreferenceStep, reference_model: nn.Module | None = None, **kwargs: Any
+        self, *args: Any, loss: PreferenceLoss, packing: SequencePacking, reference_model: nn.Module | None = None, **kwargs: Any
     ):
-        super().__init__(*args, data_collator=step.collator, **kwargs)
+        super().__init__(*args, data_collator=packing.collator, **kwargs)
         self.loss = loss
-        self.step = step
+        self.packing = packing
         # Our loss is a mean over records: the Trainer must divide it over accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -76,7 +78,7 @@ class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, Leng
 
     def sequence_logps(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[records, sequences] log-probs (columns: the layout's triples)."""
-        return self.step.logps(model, batch, self.args.logps_reduction == "mean")
+        return self.packing.logps(model, batch, self.args.logps_reduction == "mean")
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -85,8 +87,8 @@ class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, Leng
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         policy = self.sequence_logps(model, inputs)
-        if "reference_logps" in inputs:
-            reference = inputs["reference_logps"].to(policy)
+        if REFERENCE_LOGPS in inputs:
+            reference = inputs[REFERENCE_LOGPS].to(policy)
         else:
             reference = self.reference_logps(inputs).to(policy)
         losses, metrics = self.loss(policy, reference)
@@ -101,6 +103,7 @@ class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, Leng
         self._stored_metrics.clear()
         super().log(logs, start_time)
 
+    @relies_on(SET_INITIAL_TRAINING_VALUES)
     def planned_epochs(self) -> int:
         """How many epochs ``train()`` will start (from --num_train_epochs or --max_steps)."""
         return self.set_initial_training_values(self.args, self.get_train_dataloader())[0]
@@ -125,7 +128,7 @@ class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, Leng
             for batch in tqdm(loader, desc=description, disable=not self.is_world_process_zero()):
                 logps = self.reference_logps(batch)
                 chunks.append(self.accelerator.gather_for_metrics(logps.float()).cpu())
-                indices.append(self.accelerator.gather_for_metrics(batch["index"]).cpu())
+                indices.append(self.accelerator.gather_for_metrics(batch[INDEX]).cpu())
             result = torch.empty(len(dataset), self.num_sequences)
             result[torch.cat(indices)] = torch.cat(chunks)
             per_epoch.append(result)

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 import mcmdpo
+from mcmdpo.train.arguments import RENAMED_FLAGS
 
 CONFIG_FLAG = "--config"
 NO_RECIPE = "none"
@@ -124,6 +125,8 @@ def recipe_flags(recipe: Mapping[str, Any], path: Path, known: set[str]) -> list
     """The recipe as command-line flags, in its order; a key that is no argument is an error."""
     flags: list[str] = []
     for key, value in recipe.items():
+        if key in RENAMED_FLAGS:
+            raise RecipeError(f"recipe {path}: {key!r} is now {RENAMED_FLAGS[key]}")
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

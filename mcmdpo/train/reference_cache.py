@@ -4,28 +4,19 @@ settings. A later run with the same key reads them instead of running the refere
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mcmdpo.caching import description_key, text_sha256
 from mcmdpo.data.negatives import NegativeConfig
-from mcmdpo.layout import PreferenceLayout
+from mcmdpo.files import cache_root, file_sha256, write_atomically, write_text_atomically
+from mcmdpo.preference.layout import PreferenceLayout
 
 CACHE_FORMAT = 3  # 2: one row of log-probs per epoch of negatives; 3: keyed by the layout's triples
-DEFAULT_CACHE_DIR = Path(os.environ.get("MCMDPO_CACHE", Path.home() / ".cache" / "mcmdpo")) / "reference_logps"
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+DEFAULT_CACHE_DIR = cache_root() / "reference_logps"
 
 
 def checkpoint_fingerprint(path: str | Path) -> dict[str, Any]:
@@ -71,14 +62,13 @@ def cache_key(
         # How the policy's processor turns records into sequences (the reference fingerprint
         # above covers the weights that score them).
         "image_aspect_ratio": image_aspect_ratio,
-        "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest(),
+        "chat_template_sha256": text_sha256(chat_template),
         # The packed and plain steps agree to float rounding, which in bf16 is not nothing.
         "step": step,
         # The records kept after length checks, in order: rows of the tensor.
-        "records_sha256": hashlib.sha256(json.dumps(record_ids, default=str).encode()).hexdigest(),
+        "records_sha256": text_sha256(json.dumps(record_ids, default=str)),
     }
-    key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
-    return key, description
+    return description_key(description), description
 
 
 def load_cached(cache_dir: str | Path, key: str, expected_shape: tuple[int, int, int]) -> torch.Tensor | None:
@@ -97,12 +87,6 @@ def save_cached(cache_dir: str | Path, key: str, logps: torch.Tensor, descriptio
     """Write atomically, so an interrupted run never leaves a half-written cache entry."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{key}.pt"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(logps.cpu(), tmp)
-    tmp.replace(path)
-    meta = cache_dir / f"{key}.json"
-    meta_tmp = meta.with_suffix(f".tmp{os.getpid()}")
-    meta_tmp.write_text(json.dumps(description, indent=1))
-    meta_tmp.replace(meta)
+    path = write_atomically(cache_dir / f"{key}.pt", lambda handle: torch.save(logps.cpu(), handle))
+    write_text_atomically(cache_dir / f"{key}.json", json.dumps(description, indent=1))
     return path

@@ -14,7 +14,6 @@ from the checkpoint before."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
+from mcmdpo.compat import GET_OUTPUT_DIR, LOAD_FROM_CHECKPOINT, ROTATE_CHECKPOINTS, SAVE_CHECKPOINT, relies_on
+from mcmdpo.files import write_text_atomically
 from mcmdpo.model.loading import CheckpointError
 
 FULL_WEIGHTS = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
@@ -91,6 +92,7 @@ class CheckpointWeightsMixin:
     reads them, and every checkpoint is marked complete once all processes have written it (see
     the module's docstring)."""
 
+    @relies_on(SAVE_CHECKPOINT, GET_OUTPUT_DIR, ROTATE_CHECKPOINTS)
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # Older checkpoints are deleted (--save_total_limit) only once this one is marked complete,
         # never before: a job killed in between still has a complete checkpoint to resume from.
@@ -103,12 +105,11 @@ class CheckpointWeightsMixin:
         self.accelerator.wait_for_everyone()  # every process's part (DeepSpeed shards) is written
         if self.args.should_save:
             run_dir = self._get_output_dir(trial=trial)
-            with (Path(run_dir) / f"checkpoint-{self.state.global_step}" / COMPLETE_MARKER).open("w") as marker:
-                marker.write(f"step {self.state.global_step}\n")
-                marker.flush()
-                os.fsync(marker.fileno())
+            write_text_atomically(Path(run_dir) / f"checkpoint-{self.state.global_step}" / COMPLETE_MARKER,
+                                  f"step {self.state.global_step}\n")
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint)
 
+    @relies_on(LOAD_FROM_CHECKPOINT)
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         from peft import PeftModel
 

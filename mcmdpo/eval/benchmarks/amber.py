@@ -363,7 +363,7 @@ def noun_lemmatizer(vocabulary: set[str]) -> tuple[Callable[[str], str], str | N
     """``WordNetLemmatizer().lemmatize(word)`` (noun): the shortest of WordNet's noun lemmas, the
     word itself when it has none; without WordNet, its detachment rules checked against AMBER's
     object words instead of WordNet's lemmas, and a note."""
-    from mcmdpo.eval.paper_protocol import noun_lemma, wordnet
+    from mcmdpo.eval.language_data import noun_lemma, wordnet
 
     reader, _ = wordnet()
     if reader is not None:
@@ -379,7 +379,7 @@ def noun_lemmatizer(vocabulary: set[str]) -> tuple[Callable[[str], str], str | N
 
 @lru_cache(maxsize=4)
 def _official_tools(vocabulary: frozenset[str]) -> LanguageTools:
-    from mcmdpo.eval.paper_protocol import word_tokenizer
+    from mcmdpo.eval.language_data import word_tokenizer
 
     tokenize, tokenizer_note = word_tokenizer()
     tag, tagger_missing = nltk_tagger()

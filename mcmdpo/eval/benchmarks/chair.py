@@ -30,7 +30,7 @@ from typing import Any
 
 from mcmdpo.data.records import Problem
 from mcmdpo.eval.benchmarks.base import percentage
-from mcmdpo.eval.paper_protocol import noun_lemma
+from mcmdpo.eval.language_data import noun_lemma
 
 SYNONYMS_FILE = "synonyms_refine.txt"
 VAL_FILES = ("instances_val2014.json", "captions_val2014.json")

@@ -86,7 +86,7 @@ def _wordnet_problem(reader: Any) -> list[Problem]:
 def check(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOptions) -> list[Problem]:
     """Every record's ``image_id``, the synonym list, the COCO annotations (each image in them) and
     WordNet, before anything is scored."""
-    from mcmdpo.eval.paper_protocol import wordnet
+    from mcmdpo.eval.language_data import wordnet
 
     problems: list[Problem] = []
     image_ids = []
@@ -122,7 +122,7 @@ def check(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOp
 
 def score(records: list[tuple[RecordLocation, dict[str, Any]]], options: ScoreOptions) -> BenchmarkScores:
     """CHAIRs, CHAIRs_refine, CHAIRi, obj_rec (percent) and avg_word_len (words)."""
-    from mcmdpo.eval.paper_protocol import word_tokenizer, wordnet
+    from mcmdpo.eval.language_data import word_tokenizer, wordnet
 
     reader, wordnet_note = wordnet()
     if reader is None:

@@ -1,0 +1,3 @@
+from mcmdpo.build.cli import main_exit
+
+main_exit()

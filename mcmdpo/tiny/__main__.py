@@ -1,0 +1,3 @@
+from mcmdpo.tiny.checkpoints import main
+
+main()
