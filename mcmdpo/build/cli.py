@@ -37,9 +37,12 @@ def _value_type(annotation: Any) -> Any:
     return _value_type(arguments[0]) if arguments else annotation
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each flag's default after its help; the description as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=HelpFormatter)
     hints = typing.get_type_hints(BuildOptions)
     for spec in option_fields():
         kind = _value_type(hints[spec.name])
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                 flags["nargs"] = spec.metadata["nargs"]
         if spec.name == "output_dir":
             flags["required"] = True
+            flags["default"] = argparse.SUPPRESS
         parser.add_argument(f"--{spec.name}", **flags)
     return parser
 

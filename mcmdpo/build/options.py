@@ -81,8 +81,8 @@ class BuildOptions:
     from a command line (:mod:`mcmdpo.build.cli`); :func:`check_options` checks it."""
 
     output_dir: str = option("", "folder of the stage files, build_report.json and pairs.json")
-    stages: list[str] = option(list(STAGES), "the stages to run now, in this order whatever the order given; each reads "
-                               "the previous stage's file in --output_dir", choices=STAGES, nargs="+")
+    stages: list[str] = option(list(STAGES), "the stages to run now (in pipeline order, whatever the order given); each "
+                               "reads the previous stage's file in --output_dir", choices=STAGES, nargs="+")
     data_path: str | None = option(None, "the user's alt-text: SFT file (LLaVA conversations or question/chosen records), "
                                    "upstream preference file, or with --columns a table (JSON, JSON Lines, CSV, parquet, or a "
                                    "`datasets` folder); required by collect, checked against collect's file otherwise")
