@@ -165,6 +165,42 @@ def at_image_tokens(record: RecordShape, image_tokens: int, tiles: int) -> Recor
     return replace(record, prefix=record.prefix - record.image_tokens + image_tokens, image_tokens=image_tokens, tiles=tiles)
 
 
+# ---------------------------------------------------------------- generation (the builder's sampling)
+#
+# One candidate written by ``generate`` with a KV cache: its image through the vision tower and the
+# projector, one prefill pass over the prompt's P tokens (the image tokens included) that yields
+# the first new token (the head on that last position only), then T - 1 decode passes of one token
+# each, the step writing token t + 1 attending to P + t keys (causal). Multiply-adds, as above.
+
+def candidate_macs(model: ModelShape, prompt: int, image_tokens: int, tiles: int, new_tokens: int) -> dict[str, float]:
+    """Multiply-adds of one candidate of ``new_tokens`` tokens after a ``prompt``-token prompt:
+    ``vision``, ``prefill`` and ``decode`` (all decode steps), and ``decode_step`` (the mean one)."""
+    vision = tiles * model.tile_macs + image_tokens * model.projector_macs
+    prefill = prompt * model.decoder_macs + model.attention_macs(prompt, (prompt + 1) / 2) + model.head_macs
+    steps = max(new_tokens - 1, 0)
+    keys = steps * prompt + steps * (steps + 1) / 2  # sum of P + t over t = 1 .. T - 1
+    decode = steps * (model.decoder_macs + model.head_macs) + model.layers * 2 * model.hidden * keys
+    return {"vision": vision, "prefill": prefill, "decode": decode, "decode_step": decode / steps if steps else 0.0}
+
+
+def candidate_flops(model: ModelShape, prompt: int, image_tokens: int, tiles: int, new_tokens: int) -> float:
+    """FLOPs of one candidate (2 per multiply-add): vision + prefill + decode."""
+    macs = candidate_macs(model, prompt, image_tokens, tiles, new_tokens)
+    return 2 * (macs["vision"] + macs["prefill"] + macs["decode"])
+
+
+def language_weights(model: ModelShape) -> int:
+    """Weights a decode step reads: the decoder layers' projections and the output head (the
+    embedding lookup reads one row a token; norms are noise)."""
+    return model.decoder_macs + model.head_macs
+
+
+def kv_cache_values(model: ModelShape, tokens: float) -> float:
+    """Values in the KV cache of one sequence of ``tokens`` tokens (keys and values, every layer,
+    full-width heads as LLaMA-2-7B's)."""
+    return 2 * model.layers * model.hidden * tokens
+
+
 if __name__ == "__main__":
     for tokens, tiles in ((576, 1), (2340, 5)):
         record = llava_7b_record(tokens, tiles)

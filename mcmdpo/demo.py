@@ -7,7 +7,11 @@ At each seed (model initialisation, data and training):
    ``qwen2_5_vl``, with its real tokenizer and processor) and the synthetic alt-text data;
 2. SFT on the (noisy) SFT split;
 3. DPO and MCM-DPO, both from the same SFT checkpoint, on the preference split;
-4. inference on the test split with base, SFT, DPO and MCM-DPO, and COCO scoring;
+3b. preference pairs built from the SFT model's own samples (``python -m mcmdpo.build`` on the
+   first ``--build_records`` records of the SFT split: the user's noisy alt-text as chosen, the
+   SFT model's lowest-ranked candidate by the reference ranker as rejected), and MCM-DPO trained on
+   them from the same SFT checkpoint (``mcmdpo_built``; ``--build_records 0`` leaves it out);
+4. inference on the test split with every model, and COCO scoring;
 5. held-out preference evaluation on pref_test.json;
 6. a hallucination check: the alt-text of the first ``--num_objhal_images`` test images scored
    for object hallucination (CHAIR: does it mention a coloured shape the image does not hold?)
@@ -28,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcmdpo.build import BuildOptions, build, pairs_path
 from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.demo_report import aggregate, plot_spread, render_report
 from mcmdpo.eval import inference
@@ -41,7 +46,7 @@ from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train import cli as train_cli
 from mcmdpo.train.plotting import plot_demo_curves
 
-MODELS = ("base", "sft", "dpo", "mcmdpo")
+MODELS = ("base", "sft", "dpo", "mcmdpo", "mcmdpo_built")
 SCORE_NAMES = {"cider": "cider", "bleu4": "bleu4", "meteor": "meteor", "rougel": "rougel"}
 
 
@@ -64,11 +69,15 @@ class DemoConfig:
     beta: float = 0.1
     num_beams: int = 3
     max_new_tokens: int = 32
+    build_records: int = 500
+    build_candidates: int = 4
 
 
-def train(stage: str, model: Path, data: Path, output: Path, steps: int, lr: float, batch: int, config: DemoConfig, seed: int) -> None:
+def train(stage: str, model: Path, data: Path, output: Path, steps: int, lr: float, batch: int, config: DemoConfig, seed: int,
+          image_folder: Path | None = None) -> None:
     argv = [
-        "--stage", stage, "--model_name_or_path", str(model), "--data_path", str(data), "--image_folder", str(data.parent / "image"),
+        "--stage", stage, "--model_name_or_path", str(model), "--data_path", str(data),
+        "--image_folder", str(image_folder or data.parent / "image"),
         "--output_dir", str(output), "--max_steps", str(steps), "--learning_rate", str(lr),
         "--per_device_train_batch_size", str(batch), "--lr_scheduler_type", "cosine", "--warmup_steps", "0.03",
         "--logging_steps", str(max(1, steps // 30)), "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
@@ -109,10 +118,19 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
         train(stage, checkpoints[source], data / split, checkpoints[stage], steps, lr, batch, config, seed)
         timings[f"{stage}_s"] = time.perf_counter() - began
 
+    # 3b. Pairs from the SFT model's own samples of the SFT split's alt-text, then MCM-DPO on them.
+    if config.build_records:
+        began = time.perf_counter()
+        checkpoints["mcmdpo_built"] = out / "mcmdpo_built"
+        pairs = build_pairs(checkpoints["sft"], data, out / "build", config, seed)
+        train("mcmdpo", checkpoints["sft"], pairs, checkpoints["mcmdpo_built"], config.pref_steps, config.pref_lr, config.pref_batch,
+              config, seed, image_folder=data / "image")
+        timings["build_and_mcmdpo_built_s"] = time.perf_counter() - began
+
     # 4-5. Inference and scoring on the test split; preference evaluation on pref_test.
     summary: dict[str, dict[str, float]] = {}
     began = time.perf_counter()
-    for name in MODELS:
+    for name in (name for name in MODELS if name in checkpoints):
         predictions = out / "predictions" / f"{name}.jsonl"
         argv = [
             "--model_name", str(checkpoints[name]), "--test_datasets", str(data / "test.jsonl"), "--eval_output", str(predictions),
@@ -129,6 +147,23 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
             summary[name].update(hallucination_check(checkpoints[name], data, out / "predictions" / "objhal" / f"{name}.jsonl", config))
     timings["evaluation_s"] = time.perf_counter() - began
     return summary, checkpoints, timings
+
+
+def build_pairs(sft: Path, data: Path, output: Path, config: DemoConfig, seed: int) -> Path:
+    """``python -m mcmdpo.build`` as a user runs it on their own alt-text: the first
+    ``build_records`` records of the SFT split, candidates sampled from the SFT checkpoint, ranked
+    against the (noisy) user alt-text by CIDEr-D and ROUGE-L, the worst one rejected."""
+    records = json.loads((data / "sft_train.json").read_text())[: config.build_records]
+    subset = output / "user_alt_text.json"
+    output.mkdir(parents=True, exist_ok=True)
+    subset.write_text(json.dumps(records, indent=1) + "\n")
+    build(BuildOptions(
+        data_path=str(subset), image_folder=str(data / "image"), output_dir=str(output), sampler_model=str(sft),
+        num_candidates=config.build_candidates, max_new_tokens=config.max_new_tokens, seed=seed, quiet=True,
+    ), echo=None)
+    if not json.loads(pairs_path(output).read_text()):
+        raise RuntimeError(f"the build made no pairs (see {output / 'build_report.json'}): the SFT model's candidates all tie")
+    return pairs_path(output)
 
 
 def hallucination_check(checkpoint: Path, data: Path, predictions: Path, config: DemoConfig) -> dict[str, float]:

@@ -200,6 +200,7 @@ def chromium_or_skip() -> str:
     return chromium
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(tiny_checkpoint, second_checkpoint, checkpoint, synthetic_dir, tmp_path):
     from mcmdpo.app import browser
 

@@ -9,9 +9,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from mcmdpo.train.console import available_workers, compact_line
 
 
+@pytest.mark.slow
 def test_training_prints_one_compact_line_per_logging_step_and_keeps_every_metric(tiny_checkpoint, synthetic_dir, tmp_path):
     output = tmp_path / "run"
     result = subprocess.run(
@@ -63,6 +66,7 @@ def test_dataloader_workers_follow_the_machine(monkeypatch):
     assert available_workers() == 0  # a 2-core laptop under DeepSpeed: no worker to spare
 
 
+@pytest.mark.slow
 def test_processes_other_than_the_first_show_no_library_warnings():
     """Each library warning once (the first process), not once per GPU: on RANK > 0 Python warnings
     and transformers' warnings are dropped; the Trainer's replicas log errors only."""

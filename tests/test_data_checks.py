@@ -178,6 +178,7 @@ def two_process_runs(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_two_processes_each_check_half_and_agree_with_one_process(two_process_runs, processor, tiny_checkpoint):
     folder, data, (first, _) = two_process_runs
     log = first.stdout + first.stderr
@@ -195,6 +196,7 @@ def test_two_processes_each_check_half_and_agree_with_one_process(two_process_ru
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_restart_reads_the_cache_and_a_damaged_image_is_checked_again(two_process_runs, tiny_checkpoint):
     """The second run decodes and measures nothing; damaging two images (one in each process's
     share) makes the next run check them again and stop on both processes, listing both, before

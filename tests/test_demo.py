@@ -17,12 +17,13 @@ REQUIRED = ("cider", "bleu4", "meteor", "rougel", "preference_accuracy", "image_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
     """Two seeds, reduced data and evaluation but the demo's SFT recipe: SFT reads the image at
     both seeds (held-out image accuracy well above chance), and the report shows both."""
     out = tmp_path / "quickstart"
     reduced = ("--seeds 0 1 --num_sft 2000 --num_pref_train 32 --num_pref_test 64 --num_test 8 --pref_steps 4 "
-               "--max_new_tokens 8 --num_beams 2")
+               "--max_new_tokens 8 --num_beams 2 --build_records 32 --build_candidates 2")
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "quickstart.sh")],
         env={**os.environ, "OUTPUT_DIR": str(out), "EXTRA_ARGS": reduced},
@@ -30,9 +31,9 @@ def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "per_seed"]
+    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "mcmdpo_built", "per_seed"]
     assert list(summary["per_seed"]) == ["0", "1"]
-    for model in ("base", "sft", "dpo", "mcmdpo"):
+    for model in ("base", "sft", "dpo", "mcmdpo", "mcmdpo_built"):
         for name in REQUIRED:
             values = [summary["per_seed"][seed][model][name] for seed in ("0", "1")]
             assert all(isinstance(v, float) and math.isfinite(v) for v in values), (model, name)
@@ -43,6 +44,10 @@ def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Over 2 seeds (0, 1): mean (min–max)" in report and "### Seed 0" in report and "### Seed 1" in report
     assert "SFT learns to use the image: **yes**" in report
+    assert "MCM-DPO on pairs built from the SFT model's own samples improves on SFT (CIDEr): **" in report
+    for seed in ("0", "1"):  # the pairs were built from the SFT model's samples of the SFT split's first 32 records
+        pairs = json.loads((out / f"seed{seed}" / "build" / "pairs.json").read_text())
+        assert 0 < len(pairs) <= 32 and all(p["provenance"]["sampler"]["checkpoint"] == str(out / f"seed{seed}" / "sft") for p in pairs)
     assert "## Hallucination check: CHAIR on the alt-text" in report
     assert f"python -m mcmdpo.app --model {out}/seed0/sft --model {out}/seed0/dpo --model {out}/seed0/mcmdpo" in report
     for seed in ("0", "1"):  # SFT reads the image: far fewer wrong shapes than the untrained model names
@@ -50,7 +55,7 @@ def test_quickstart_pipeline_reduced_over_two_seeds(tmp_path):
     for plot in ("training_curves.png", "scores.png", "margins.png", "hallucination.png"):
         assert (out / plot).stat().st_size > 10_000, plot
     for seed in ("0", "1"):
-        for model in ("base", "sft", "dpo", "mcmdpo"):
+        for model in ("base", "sft", "dpo", "mcmdpo", "mcmdpo_built"):
             assert len((out / f"seed{seed}" / "predictions" / f"{model}.jsonl").read_text().splitlines()) == 8
             assert len((out / f"seed{seed}" / "predictions" / "objhal" / f"{model}.jsonl").read_text().splitlines()) == 8
 
@@ -79,6 +84,7 @@ def test_verdicts_respect_the_spread_over_seeds():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(700)
 def test_the_demo_runs_on_another_family(tmp_path):
     """--architecture: the same pipeline on a tiny Qwen2.5-VL (real tokenizer, processor, template)."""
     from mcmdpo.demo import main
@@ -86,8 +92,8 @@ def test_the_demo_runs_on_another_family(tmp_path):
     out = tmp_path / "qwen"
     assert main(["--output_dir", str(out), "--architecture", "qwen2_5_vl", "--seeds", "0", "--num_sft", "16", "--num_pref_train", "8",
                  "--num_pref_test", "4", "--num_test", "4", "--sft_steps", "3", "--pref_steps", "2", "--pref_batch", "2",
-                 "--max_new_tokens", "4", "--num_beams", "1"]) == 0
+                 "--max_new_tokens", "4", "--num_beams", "1", "--build_records", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "per_seed"]
+    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "per_seed"]  # --build_records 0: no built pairs
     assert json.loads((out / "seed0" / "base" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
     assert all(len((out / "seed0" / "predictions" / f"{m}.jsonl").read_text().splitlines()) == 4 for m in summary["per_seed"]["0"])

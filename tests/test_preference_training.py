@@ -51,6 +51,8 @@ def noisy_sft(tiny_checkpoint, tmp_path_factory):
     return root / "sft", data
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(800)
 def test_mcmdpo_raises_held_out_preference_accuracy_and_margins(noisy_sft, tmp_path):
     sft, data = noisy_sft
     out = tmp_path / "mcmdpo"
@@ -82,6 +84,8 @@ def test_mcmdpo_raises_held_out_preference_accuracy_and_margins(noisy_sft, tmp_p
     assert (out / "training_curves.png").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, tmp_path, caplog):
     cache = tmp_path / "cache"
     run = lambda out, *extra: main(pref_argv("mcmdpo", tiny_checkpoint, synthetic_dir, tmp_path / out, cache, "--max_steps", "3", "--learning_rate", "1e-3", *extra))  # noqa: E731

@@ -154,6 +154,7 @@ def test_paradigm_script_names_its_choices():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)
 def test_paradigm_b_freezes_the_vision_tower_in_sft_and_trains_it_in_alignment(tiny_checkpoint, synthetic_dir, tmp_path):
     env = {
         **os.environ, "DS_ACCELERATOR": "cpu", "NUM_GPUS": "2", "BF16": "false", "PREFERENCE": "dpo",

@@ -31,7 +31,7 @@ def train_argv(stage, checkpoint, data, output_dir, *extra) -> list[str]:
 
 @pytest.mark.parametrize("stage, extra", [
     ("sft", ()),
-    ("mcmdpo", ()),                                            # cached reference log-probs
+    pytest.param("mcmdpo", (), marks=pytest.mark.slow),        # cached reference log-probs
     ("dpo", ("--precompute_reference_logps", "false")),        # live reference
     ("mcmdpo", ("--use_lora", "true", "--lora_dropout", "0")),
 ], ids=["sft", "mcmdpo", "dpo-live-reference", "mcmdpo-lora"])
@@ -109,6 +109,7 @@ def test_older_checkpoints_are_deleted_only_after_the_new_one_is_complete(tiny_c
     assert all((path / "checkpoint_complete").is_file() for path in output.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_exactly(tiny_checkpoint, synthetic_dir, tmp_path):
     """What a scheduler does before killing a job: SIGTERM mid-run. Training saves a checkpoint at
     the next step boundary, exits with PREEMPTED_EXIT_STATUS (not 0, not a crash's 1), and
@@ -141,6 +142,7 @@ def test_sigterm_saves_at_the_next_step_stops_with_its_own_status_and_resumes_ex
         assert got[step] == pytest.approx(expected[step], abs=1e-6), step
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_last_continues_exactly(tiny_checkpoint, synthetic_dir, tmp_path):
     """SIGKILL (no chance to save) once checkpoint-4 is complete: ``last`` resumes from it."""
     import signal

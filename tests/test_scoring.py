@@ -115,6 +115,7 @@ def test_paper_protocol_matches_a_hand_checked_example(tmp_path):
         assert 0 < first["meteor"] < second["meteor"] <= 100
 
 
+@pytest.mark.slow
 def test_cli_files_and_folders_table_summary_and_plot(predictions, tmp_path):
     other = tmp_path / "runs"
     other.mkdir()
@@ -139,6 +140,7 @@ def test_cli_files_and_folders_table_summary_and_plot(predictions, tmp_path):
     assert again.returncode == 0 and again.stdout.count("model_b") == 1
 
 
+@pytest.mark.slow
 def test_each_protocol_keeps_its_own_record_scores_and_labels_its_units(tmp_path):
     """--protocol paper and coco on the same output write two per-record files, never one over
     the other; the paper protocol's edit distance is labelled as tokens in the table and summary."""

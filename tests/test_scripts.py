@@ -13,6 +13,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import REPO_ROOT, logged_losses, stage_script_env, watch_training
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # DeepSpeed on two processes, through the scripts
+
 
 def run_script(name: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
@@ -24,7 +26,6 @@ def run_script(name: str, timeout: int = 900, **env: str) -> subprocess.Complete
     return result
 
 
-@pytest.mark.slow
 def test_sft_script_under_deepspeed_zero2(one_node_run):
     out, _ = one_node_run("sft.sh", "zero2")
     state = json.loads((out / "trainer_state.json").read_text())
@@ -62,7 +63,6 @@ def check_preference_run(out, cache, base, script: str, precompute: bool) -> Non
     assert trained[head].shape == base[head].shape and not torch.equal(trained[head], base[head])
 
 
-@pytest.mark.slow
 def test_mcmdpo_script_under_zero3_with_the_reference_precomputed(one_node_run, tiny_checkpoint):
     """MCM-DPO under ZeRO-3, policy and reference partitioned over both processes, the reference
     log-probs precomputed on both and gathered (the scripts' default step: packed)."""
@@ -70,7 +70,6 @@ def test_mcmdpo_script_under_zero3_with_the_reference_precomputed(one_node_run, 
     check_preference_run(out, out.parent / "cache", tiny_checkpoint, "mcmdpo.sh", precompute=True)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script, zero, precompute", [("mcmdpo.sh", "zero3.json", False)])
 def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_path, script, zero, precompute):
     """MCM-DPO under ZeRO-3 with a live reference (a partitioned reference model running beside
@@ -89,7 +88,6 @@ def test_preference_scripts_under_deepspeed(tiny_checkpoint, synthetic_dir, tmp_
     check_preference_run(out, tmp_path / "cache", tiny_checkpoint, script, precompute)
 
 
-@pytest.mark.slow
 def test_packed_step_logs_the_plain_steps_losses_under_zero3_through_the_script(tiny_checkpoint, synthetic_dir, tmp_path):
     """scripts/mcmdpo.sh as shipped (tree-packed step, activation checkpointing on, ZeRO-3 over 2
     processes, cached reference) against SEQUENCE_PACKING=none: the same losses step by step."""
@@ -112,7 +110,6 @@ def test_packed_step_logs_the_plain_steps_losses_under_zero3_through_the_script(
         assert b["margins/image"] == pytest.approx(a["margins/image"], abs=1e-4)
 
 
-@pytest.mark.slow
 def test_paper_recipe_on_a_real_shape_llava16_with_the_real_sample_data(tmp_path):
     """LLaVA-1.6-Vicuna as the paper runs it (pad protocol, vicuna_v1 prompt, vision tower
     trained, no clipping) on the real Twitter sample: scripts/sft.sh and scripts/mcmdpo.sh under
@@ -160,7 +157,6 @@ def test_paper_recipe_on_a_real_shape_llava16_with_the_real_sample_data(tmp_path
     assert len(rows) == 3 and all(isinstance(row["response"], str) for row in rows)
 
 
-@pytest.mark.slow
 def test_sft_under_zero3_with_text_only_records_beside_image_records(tiny_checkpoint, synthetic_dir, tmp_path):
     """One process gets an image record while the other gets a text-only one, at every step:
     both must run the same forward, or ZeRO-3's collective weight gathering hangs."""
@@ -179,7 +175,6 @@ def test_sft_under_zero3_with_text_only_records_beside_image_records(tiny_checkp
     assert state["global_step"] == 4
 
 
-@pytest.mark.slow
 def test_mcmdpo_script_under_zero3_with_a_qwen2_5_vl_checkpoint(synthetic_dir, tmp_path):
     """scripts/mcmdpo.sh as for LLaVA, on a tiny Qwen2.5-VL (real tokenizer and processor, 3-D
     rotary positions, flattened patches with their grid): ZeRO-3 on two CPU processes, the
@@ -209,7 +204,6 @@ def test_mcmdpo_script_under_zero3_with_a_qwen2_5_vl_checkpoint(synthetic_dir, t
         assert not torch.equal(after[name], before[name]), name
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script, zero", [("sft.sh", "zero3"), ("mcmdpo.sh", "zero3")])  # ZeRO-2: the SIGTERM test below
 def test_resume_under_deepspeed_continues_exactly(one_node_run, tmp_path, script, zero):
     """SFT, and MCM-DPO with cached reference log-probs, on 2 processes: every checkpoint is marked
@@ -226,7 +220,6 @@ def test_resume_under_deepspeed_continues_exactly(one_node_run, tmp_path, script
         assert logged_losses(resumed)[step] == pytest.approx(logged_losses(full)[step], abs=1e-6), step
 
 
-@pytest.mark.slow
 def test_sigterm_under_deepspeed_saves_exits_75_and_resumes_exactly(tiny_checkpoint, synthetic_dir, tmp_path):
     """A scheduler's SIGTERM to the job script: both processes save at the same step boundary, the
     script exits 75, and RESUME=1 continues with the losses of an uninterrupted run."""

@@ -158,6 +158,7 @@ def test_validate_cli_exit_codes(tmp_path, pref_records, image_folder):
     assert "2 valid preference record(s), 2 problem(s)" in failed.stdout
 
 
+@pytest.mark.slow
 def test_training_validates_before_loading_the_model(tmp_path, pref_records, image_folder):
     """A bad file stops training with the problem list, before any model is touched (the model
     path here does not even exist), and without a traceback."""
@@ -175,6 +176,7 @@ def test_training_validates_before_loading_the_model(tmp_path, pref_records, ima
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_training_with_a_missing_checkpoint_is_a_clear_error(tmp_path, synthetic_dir):
     result = subprocess.run(
         [sys.executable, "-m", "mcmdpo.train", "--model_name_or_path", str(tmp_path / "no-such-model"),
