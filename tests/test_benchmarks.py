@@ -12,9 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow  # runs benchmarks/gpu_check.sh and benchmarks/bench_build.py in processes of their own
 
-
+@pytest.mark.slow  # benchmarks/gpu_check.sh in a process of its own
 def test_gpu_check_runs_on_a_cpu_and_prints_its_table():
     result = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -54,6 +53,7 @@ def test_a_candidates_flops_are_two_per_weight_a_token_plus_attention():
     assert total == pytest.approx(2 * (macs["vision"] + macs["prefill"] + macs["decode"]))
 
 
+@pytest.mark.slow  # benchmarks/bench_build.py in a process of its own
 def test_the_builder_benchmark_prints_its_tables_and_writes_its_json(tmp_path):
     out = tmp_path / "build.json"
     command = [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_build.py"), "--json", str(out), "--num_candidates", "2", "3",

@@ -72,6 +72,7 @@ def test_every_benchmark_is_found_by_its_names():
     assert find_benchmark("test.jsonl") is None
 
 
+@pytest.mark.slow
 def test_pope_question_files_end_to_end_through_both_commands(tiny_checkpoint, pope_release, tmp_path):
     questions, images = pope_release
     output = tmp_path / "out" / "pope.jsonl"

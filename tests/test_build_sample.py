@@ -29,7 +29,7 @@ from mcmdpo.model.loading import load_checkpoint
 from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 
 # Large image-token counts (as in test_families.py), and Qwen3-VL beside Qwen2.5-VL: the slow tier.
-SLOW_FAMILIES = ("gemma3", "smolvlm", "llava_onevision", "qwen3_vl")
+SLOW_FAMILIES = ("gemma3", "smolvlm", "llava_onevision", "qwen3_vl", "qwen2_5_vl")
 
 
 def sampled(folder: Path) -> list[dict]:

@@ -162,6 +162,7 @@ def write_outputs(path: Path, records: list[dict], responses: list[str]) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_get_score_with_clip_model_writes_both_metrics(tmp_path, tiny_clip, scorer, data, records, images, capsys):
     responses = [record["chosen"] if i % 2 else "A photo of a cat." for i, record in enumerate(records)]
     responses[-1] = ""  # an empty response scores 0, as on every other metric

@@ -36,9 +36,9 @@ PROTOCOL = {name: ("anyres" if name == "llava_next" else "auto") for name in ARC
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--dataloader_num_workers", "0", "--seed", "0",
           "--plot", "false", "--max_length", "4096"]
 # Large image-token counts on the CPU (Gemma's 896-pixel tower, SmolVLM's 17 crops, OneVision's
-# ~1,300 tokens an image): their packed steps are in the slow tier (-m slow).
+# ~1,300 tokens an image): these families are tested in the slow tier (-m slow) alone.
 HEAVY = ("gemma3", "smolvlm", "llava_onevision")
-PACKED = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in ARCHITECTURES]
+FAMILIES = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in ARCHITECTURES]
 # Training runs: LLaVA-1.5 in the fast tier, every other family in the slow tier.
 TRAINING = [name if name == "llava" else pytest.param(name, marks=pytest.mark.slow) for name in ARCHITECTURES]
 NAMES = ["cw_mw_yw", "cw_mw_yl", "cw_ml_yw", "cw_ml_yl", "cl_mw_yw", "cl_mw_yl", "cl_ml_yw", "cl_ml_yl"]
@@ -69,7 +69,7 @@ def loaded(checkpoint: Path, name: str):
     return load_processor(str(checkpoint), image_aspect_ratio=protocol), load_family(str(checkpoint), protocol)
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_checkpoint_reloads_through_the_auto_classes(family_checkpoints, name):
     checkpoint = family_checkpoints[name]
     config = json.loads((checkpoint / "config.json").read_text())
@@ -88,7 +88,7 @@ def test_checkpoint_reloads_through_the_auto_classes(family_checkpoints, name):
     assert hasattr(model.model, "get_rope_index") == (BY_NAME[name].positions == "multimodal_rope")
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_the_eight_sequences_decode_to_their_triples_as_the_processor_encodes_them(family_checkpoints, small_data, name):
     processor, family = loaded(family_checkpoints[name], name)
     examples = load_examples(small_data / "pref_train.json", "preference", small_data / "image", show_progress=False).examples
@@ -123,7 +123,7 @@ def test_the_eight_sequences_decode_to_their_triples_as_the_processor_encodes_th
         assert processor.tokenizer.decode(sequence["input_ids"][:first]).count(context.split("\n")[-1]) == 1
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_diffusion_noise_has_one_law_in_every_family(family_checkpoints, name):
     """i.i.d. noise per pixel and channel of the normalised image: Qwen's two temporal copies of a
     patch get the same noise, so the noisy image is still one image repeated."""
@@ -139,7 +139,7 @@ def test_diffusion_noise_has_one_law_in_every_family(family_checkpoints, name):
         assert torch.allclose(copies[:, :, 0], copies[:, :, 1], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", PACKED)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_packed_step_equals_the_plain_step(family_checkpoints, small_data, name):
     """Also where the model builds its own masks (Gemma 3's bidirectional image attention, its
     sliding-window layers) and positions (Qwen's 3-D rotary positions)."""
@@ -218,7 +218,7 @@ def test_sft_then_mcmdpo_train_only_what_the_paradigm_trains_and_inference_write
     assert metrics["num_records"] == 4 and all(f"{term}_margin" in metrics for term in MCMDPO_TERMS)
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_every_negative_image_type_builds_for_every_family(family_checkpoints, small_data, name):
     processor, family = loaded(family_checkpoints[name], name)
     examples = load_examples(small_data / "pref_train.json", "preference", small_data / "image", show_progress=False).examples
@@ -250,7 +250,7 @@ def test_dpo_with_lora_adapts_the_language_model_only(family_checkpoints, small_
     assert saved == {"vision_tower", "projector"}
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_a_text_only_sft_batch_carries_a_masked_blank_image_that_changes_nothing(family_checkpoints, name):
     from mcmdpo.data.collate import PaddingCollator, SFTCollator
     from mcmdpo.data.conversation import encode_conversation
@@ -267,6 +267,7 @@ def test_a_text_only_sft_batch_carries_a_masked_blank_image_that_changes_nothing
         assert model(**with_blank).loss.item() == pytest.approx(model(**plain).loss.item(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_gemmas_sliding_window_and_image_blocks_hold_in_the_packed_step(family_checkpoints, small_data):
     """A window shorter than the sequences (the tiny config's 512 never bites): it changes the
     log-probs, and the packed step still equals the plain one."""

@@ -34,6 +34,7 @@ def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_cli_writes_every_record_with_its_fields_and_a_response(tiny_checkpoint, synthetic_dir, test_file, tmp_path):
     output = tmp_path / "out" / "predictions.jsonl"
     result = subprocess.run(

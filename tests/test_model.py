@@ -30,6 +30,7 @@ def _batch(processor, inputs=ImageInputs()):
     return PaddingCollator(processor.tokenizer.pad_token_id)(features)
 
 
+@pytest.mark.slow
 def test_tiny_factory_cli_writes_a_complete_checkpoint(tmp_path):
     out = tmp_path / "tiny"
     result = subprocess.run([sys.executable, "-m", "mcmdpo.tiny", "--output_dir", str(out)], capture_output=True, text=True)

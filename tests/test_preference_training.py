@@ -147,6 +147,7 @@ def test_dpo_with_lora(tiny_checkpoint, synthetic_dir, tmp_path, merge):
     assert all(torch.equal(value, base[name]) for name, value in trained.items() if "vision_tower" in name)
 
 
+@pytest.mark.slow
 def test_alignment_with_the_vision_tower_trained_reloads_it(tiny_checkpoint, synthetic_dir, tmp_path):
     out = tmp_path / "mcmdpo-ve"
     extra = ["--train_vision_tower", "true", "--max_steps", "3", "--learning_rate", "1e-3"]
@@ -193,6 +194,7 @@ def test_flags_a_stage_does_not_use_are_errors(argv, message, capsys, tmp_path):
     assert code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mcmdpo_on_llava_next_with_resized_negatives(synthetic_dir, tmp_path):
     """LLaVA-1.6: a cropped negative image has its own size, so its own number of tiles and image
     tokens; the 8-way batch pads them and the cached reference still matches the policy."""
@@ -208,6 +210,7 @@ def test_mcmdpo_on_llava_next_with_resized_negatives(synthetic_dir, tmp_path):
     assert type(AutoModelForImageTextToText.from_pretrained(out)).__name__ == "LlavaNextForConditionalGeneration"
 
 
+@pytest.mark.slow
 def test_negatives_redrawn_each_epoch_keep_the_cached_reference_exact(tiny_checkpoint, synthetic_dir, tmp_path):
     """Two epochs of MCM-DPO: the cache holds each epoch's reference log-probs (the noisy-image
     sequences differ between epochs, the others do not), and training on it logs the same losses
@@ -236,6 +239,7 @@ def test_negatives_redrawn_each_epoch_keep_the_cached_reference_exact(tiny_check
     assert sorted(torch.load(f).shape[0] for f in cache.glob("*.pt")) == [1, 2]
 
 
+@pytest.mark.slow
 def test_length_grouped_batches_cut_padding(tiny_checkpoint, synthetic_dir, tmp_path):
     """--train_sampling_strategy group_by_length groups records of similar length (from cheap
     text-length estimates, nothing encoded up front), so batches carry less padding."""
@@ -255,6 +259,7 @@ def test_length_grouped_batches_cut_padding(tiny_checkpoint, synthetic_dir, tmp_
     assert padding["group_by_length"] < 0.8 * padding["random"], padding
 
 
+@pytest.mark.slow
 def test_an_eighth_term_is_one_layout_entry_and_trains(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
     """A new preference, context vs image+response ((c_l, m_w, y_w) over (c_w, m_l, y_l)), added
     to the layout registry alone: the data builds the four sequences it needs, the packed step

@@ -296,6 +296,7 @@ def test_every_override_reaches_its_argument(tmp_path, monkeypatch):
     assert model.train_vision_tower is False and model.image_aspect_ratio == "pad"
 
 
+@pytest.mark.slow
 def test_help_still_works():
     result = subprocess.run([sys.executable, "-m", "mcmdpo.train", "--help"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -33,7 +33,7 @@ def train_argv(stage, checkpoint, data, output_dir, *extra) -> list[str]:
     ("sft", ()),
     pytest.param("mcmdpo", (), marks=pytest.mark.slow),        # cached reference log-probs
     ("dpo", ("--precompute_reference_logps", "false")),        # live reference
-    ("mcmdpo", ("--use_lora", "true", "--lora_dropout", "0")),
+    pytest.param("mcmdpo", ("--use_lora", "true", "--lora_dropout", "0"), marks=pytest.mark.slow),
 ], ids=["sft", "mcmdpo", "dpo-live-reference", "mcmdpo-lora"])
 def test_resume_continues_exactly(stage, extra, tiny_checkpoint, synthetic_dir, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"

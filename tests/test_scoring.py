@@ -35,6 +35,7 @@ def predictions(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_coco_scores_equal_pycocoevalcap_called_directly(predictions):
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider

@@ -42,7 +42,6 @@ def held_out_loss(model_path, data_dir, model=None, processor=None) -> float:
         return model(**batch).loss.item()
 
 
-@pytest.mark.slow
 def test_sft_lowers_the_loss_and_saves_a_reloadable_checkpoint(tiny_checkpoint, synthetic_dir, tmp_path):
     out = tmp_path / "sft"
     trainer = run(*parse_arguments(sft_argv(tiny_checkpoint, synthetic_dir, out, "--max_steps", "40")))
