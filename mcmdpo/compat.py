@@ -99,8 +99,8 @@ LENGTH_GROUPED_SAMPLER = PrivateAPI(
 )
 SET_INITIAL_TRAINING_VALUES = PrivateAPI(
     ("transformers:Trainer",), "set_initial_training_values", ("self", "args", "dataloader"), CALL,
-    "mcmdpo.train.preference_trainer:PreferenceTrainer.planned_epochs",
-    "the number of epochs train() will run (its first value), to precompute each epoch's reference log-probs",
+    "mcmdpo.train.drawn_records:drawn_records",
+    "the epochs, steps per epoch and steps train() will run, to know which records it draws before it starts",
 )
 NUM_MULTIMODAL_TOKENS = PrivateAPI(
     tuple(f"transformers:{name}" for name in ("LlavaProcessor", "LlavaNextProcessor", "LlavaOnevisionProcessor",

@@ -20,7 +20,10 @@ LAYERS = [
     {"demo", "demo_report"},
 ]
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}
-SIDEWAYS = {("demo", "demo_report")}  # the demo writes its report
+SIDEWAYS = {
+    ("demo", "demo_report"),  # the demo writes its report
+    ("app", "build"),  # the annotation page writes the database the builder's human ranker reads (mcmdpo/build/annotations.py)
+}
 
 
 def top_package(module: str) -> str | None:

@@ -53,12 +53,15 @@ def test_cli_writes_every_record_with_its_fields_and_a_response(tiny_checkpoint,
         assert isinstance(written["response"], str)
 
 
-def test_greedy_outputs_agree_between_batch_sizes(tiny_checkpoint, synthetic_dir, test_file, tmp_path):
-    """Left padding must not change what a row generates (fp32, greedy, random weights: any
-    leak of padding into attention or positions would show)."""
+@pytest.mark.parametrize("num_beams", ["1", "3"])
+def test_batched_and_one_at_a_time_generation_agree(tiny_checkpoint, synthetic_dir, test_file, tmp_path, num_beams):
+    """Left padding must not change what a row generates, greedy or with beams (the original
+    decodes one record at a time; fp32, random weights: any leak of padding into attention or
+    positions would show)."""
     one, eight = tmp_path / "one.jsonl", tmp_path / "eight.jsonl"
-    assert infer(tiny_checkpoint, test_file, one, synthetic_dir / "image", "--batch_size", "1", "--num_beams", "1") == 0
-    assert infer(tiny_checkpoint, test_file, eight, synthetic_dir / "image", "--batch_size", "8", "--num_beams", "1") == 0
+    settings = ("--num_beams", num_beams, "--dtype", "fp32")
+    assert infer(tiny_checkpoint, test_file, one, synthetic_dir / "image", "--batch_size", "1", *settings) == 0
+    assert infer(tiny_checkpoint, test_file, eight, synthetic_dir / "image", "--batch_size", "8", *settings) == 0
     responses = [r["response"] for r in read_lines(one)]
     assert responses == [r["response"] for r in read_lines(eight)]
     assert len(set(responses)) > 1

@@ -104,13 +104,15 @@ def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, 
     packing = sequence_packing("none", dataset.processor, MCMDPO_LAYOUT, load_family(str(tiny_checkpoint)))
     live = sequence_logps_of(load_model(str(tiny_checkpoint)), dataset, packing, batch_size=5, show_progress=False)
     assert cached.shape == (1, 200, 8) and live.shape == (200, 8)  # 3 steps: one epoch of negatives
-    torch.testing.assert_close(cached[0], live, rtol=1e-6, atol=1e-5)  # float32: batch composition differs
+    scored = ~cached[0].isnan().any(dim=1)  # 3 steps of 8: the 24 records they draw, no other
+    assert int(scored.sum()) == 24
+    torch.testing.assert_close(cached[0][scored], live[scored], rtol=1e-6, atol=1e-5)  # float32: batch composition differs
 
     # The next run reads the cache instead of running the reference model...
     mtime = cached_file.stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="mcmdpo.train"):
         assert run("second") == 0
-    assert "reference log-probs read from the cache" in caplog.text
+    assert "24 of them cached" in caplog.text and "rows computed" not in caplog.text
     assert cached_file.stat().st_mtime_ns == mtime and len(list(cache.glob("*.pt"))) == 1
     # ...and other negative settings get their own entry.
     assert run("third", "--negative_image", "rotate") == 0
@@ -120,6 +122,35 @@ def test_cached_reference_logps_equal_live_ones(tiny_checkpoint, synthetic_dir, 
     assert run("live", "--precompute_reference_logps", "false") == 0
     losses = lambda out: [e["loss"] for e in json.loads((tmp_path / out / "trainer_state.json").read_text())["log_history"] if "loss" in e]  # noqa: E731
     assert losses("live") == pytest.approx(losses("first"), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_the_reference_pass_scores_only_the_records_a_run_draws(tiny_checkpoint, synthetic_dir, tmp_path):
+    """2 steps of 2 records score those 4 records' reference log-probs, no other; 4 steps then add
+    the 4 they draw next; and training on them is training on a cache that holds every record."""
+    from mcmdpo.train.cli import parse_arguments, run
+
+    records = json.loads((synthetic_dir / "pref_train.json").read_text())[:16]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pref_train.json").write_text(json.dumps(records))
+    (data / "image").symlink_to(synthetic_dir / "image")
+
+    def train(out, cache, *extra):
+        argv = pref_argv("mcmdpo", tiny_checkpoint, data, tmp_path / out, tmp_path / cache, "--per_device_train_batch_size", "2",
+                         "--learning_rate", "1e-3", "--fixed_negatives", "true", *extra)
+        trainer = run(*parse_arguments(argv))
+        [cached] = [torch.load(path) for path in (tmp_path / cache).glob("*.pt")]
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        return trainer.reference_rows_computed, int((~cached[0].isnan().any(dim=1)).sum()), losses
+
+    assert train("two", "growing", "--max_steps", "2")[:2] == (4, 4)
+    computed, cached, losses = train("four", "growing", "--max_steps", "4")
+    assert (computed, cached, len(losses)) == (4, 8, 4)
+    assert train("epoch", "whole", "--num_train_epochs", "1")[:2] == (16, 16)
+    computed, cached, losses_on_everything = train("four_again", "whole", "--max_steps", "4")
+    assert (computed, cached) == (0, 16)
+    assert losses == pytest.approx(losses_on_everything, abs=1e-6)
 
 
 @pytest.mark.parametrize("merge", [False, True])

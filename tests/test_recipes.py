@@ -191,6 +191,8 @@ def test_each_recipe_runs_the_upstream_optimisation(stage, tmp_path, monkeypatch
     assert (training.learning_rate, training.num_train_epochs, training.global_batch_size) == UPSTREAM_TABLE[stage]
     for key, value in UPSTREAM_COMMON.items():
         assert comparable(parsed(arguments, key)) == value, key
+    if stage == "sft":  # the original's micro-batch of one: each example's token mean, every example alike
+        assert training.sft_loss_reduction == "example"
     if stage == "dpo":  # MCM-DPO's response term alone, not normalised
         layout = training.layout
         assert (training.beta, layout.term_names, layout.weights, layout.normalizer) == (0.1, ("response",), (1.0,), 1.0)

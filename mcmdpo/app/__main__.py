@@ -1,7 +1,11 @@
 """python -m mcmdpo.app --model CKPT [--model CKPT ...] [--host 127.0.0.1] [--port 7860] ...
+python -m mcmdpo.app annotate --candidates FILE --image_folder DIR --db FILE [--overlap K] ...
+python -m mcmdpo.app export --db FILE --output pairs.json [--min_agreement F]
 
-Serves the page of :mod:`mcmdpo.app.page` for the given checkpoints on this machine only (no share
-link, no analytics). See README, "Try checkpoints in the browser"."""
+With ``--model``: serves the comparison page of :mod:`mcmdpo.app.page` for the given checkpoints
+on this machine only (no share link, no analytics); see docs/app.md. ``annotate`` serves the
+annotation page (:mod:`mcmdpo.app.annotate_cli`) and ``export`` turns its answers into pairs
+(:mod:`mcmdpo.app.export`); see docs/annotation.md."""
 
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     negatives = NegativeConfig()  # the evaluation's
 
-    parser = argparse.ArgumentParser(prog="python -m mcmdpo.app", description="Try checkpoints in the browser: alt-text, log-probs and margins side by side.")
+    parser = argparse.ArgumentParser(prog="python -m mcmdpo.app", description="Try checkpoints in the browser: alt-text, log-probs and margins side by side.",
+                                     epilog="Also: python -m mcmdpo.app annotate --help (people choose between alt-texts), "
+                                            "python -m mcmdpo.app export --help (their answers as pairs).")
     parser.add_argument("--model", action="append", required=True, metavar="[LABEL=]CKPT",
                         help="a checkpoint (any family the project supports, or LoRA adapters); repeat for several; "
                              "LABEL names its column (default: the folder's name, with its parents where two are alike)")
@@ -73,7 +79,7 @@ def unique_labels(paths: list[str]) -> list[str]:
     return [f"{number + 1}: {path}" for number, path in enumerate(paths)]
 
 
-def main(argv: list[str] | None = None) -> int:
+def compare_main(argv: list[str] | None = None) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no telemetry, no version check: nothing leaves the machine
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
@@ -136,6 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The comparison page, or the subcommand named first."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "annotate":
+        from mcmdpo.app.annotate_cli import main as annotate_main
+
+        return annotate_main(argv[1:])
+    if argv and argv[0] == "export":
+        from mcmdpo.app.export import main as export_main
+
+        return export_main(argv[1:])
+    return compare_main(argv)
 
 
 if __name__ == "__main__":

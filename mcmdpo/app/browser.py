@@ -1,7 +1,7 @@
-"""Drive the app in a real browser, offline: start ``python -m mcmdpo.app`` on a free port, open
-its page in headless Chromium (Debian's ``chromium`` through pip's ``playwright``, no browser
-download) and work the page as a user does. Used by the browser test and by
-``scripts/app_screenshot.py``; needs the ``dev`` extra (playwright)."""
+"""Drive the app in a real browser, offline: start ``python -m mcmdpo.app`` (the comparison page,
+or ``annotate``) on a free port, open its page in headless Chromium (Debian's ``chromium`` through
+pip's ``playwright``, no browser download) and work the page as a user does. Used by the browser
+tests and by ``scripts/app_screenshot.py``; needs the ``dev`` extra (playwright)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,17 @@ class AppServer:
 def serve(models: Sequence[str | Path], port: int | None = None, extra_args: Sequence[str] = (), timeout: float = 180) -> Iterator[AppServer]:
     """``python -m mcmdpo.app --model M ... --port P`` as a subprocess, until it serves its page."""
     port = port or free_port()
-    command = [sys.executable, "-m", "mcmdpo.app", *[a for m in models for a in ("--model", str(m))], "--port", str(port), *extra_args]
+    arguments = [*[a for m in models for a in ("--model", str(m))], "--port", str(port), *extra_args]
+    with serve_app(arguments, port, timeout) as server:
+        yield server
+
+
+@contextmanager
+def serve_app(arguments: Sequence[str], port: int, timeout: float = 180) -> Iterator[AppServer]:
+    """``python -m mcmdpo.app ARGUMENTS`` (the comparison page, or ``annotate ...``) as a
+    subprocess serving on ``port``, until it prints its ``ready in`` line; stopped afterwards
+    (terminated, killed if it will not stop)."""
+    command = [sys.executable, "-m", "mcmdpo.app", *map(str, arguments)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     server = AppServer(process, f"http://127.0.0.1:{port}/")
@@ -93,11 +103,21 @@ def serve(models: Sequence[str | Path], port: int | None = None, extra_args: Seq
 
 
 @contextmanager
-def open_page(url: str, chromium: str, viewport: tuple[int, int] = (1400, 1000)) -> Iterator[tuple[Any, list[str]]]:
-    """(page, blocked): ``url`` in headless Chromium, every request to another address blocked and
-    listed in ``blocked`` (the app must need none)."""
+def headless_chromium(chromium: str) -> Iterator[Any]:
+    """A playwright ``Browser``: ``chromium`` started headless (no browser download)."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def block_other_addresses(page: Any, url: str) -> list[str]:
+    """Block every request of ``page`` to an address other than ``url``'s; the list the blocked
+    ones are added to (the app must need none)."""
     blocked: list[str] = []
     origin = url.rstrip("/")
 
@@ -109,16 +129,20 @@ def open_page(url: str, chromium: str, viewport: tuple[int, int] = (1400, 1000))
             blocked.append(target)
             request_route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
-        try:
-            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-            page.route("**/*", route)
-            page.goto(url)
-            page.wait_for_selector("#submit", timeout=60_000)
-            yield page, blocked
-        finally:
-            browser.close()
+    page.route("**/*", route)
+    return blocked
+
+
+@contextmanager
+def open_page(url: str, chromium: str, viewport: tuple[int, int] = (1400, 1000)) -> Iterator[tuple[Any, list[str]]]:
+    """(page, blocked): ``url`` in headless Chromium, every request to another address blocked and
+    listed in ``blocked`` (the app must need none)."""
+    with headless_chromium(chromium) as browser:
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        blocked = block_other_addresses(page, url)
+        page.goto(url)
+        page.wait_for_selector("#submit", timeout=60_000)
+        yield page, blocked
 
 
 def upload(page: Any, path: str | Path) -> None:

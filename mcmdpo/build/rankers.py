@@ -11,9 +11,10 @@ better, and may score the record's own (corrected) alt-text too (``reference_sco
 - ``judge``: a local VLM (``model:PATH``, through the inference code, greedy) or an endpoint
   (``endpoint:URL``, the image as a data URL) comparing two candidates with the image and the post,
   each pair in both orders (:mod:`mcmdpo.build.judging`).
-- ``human``: the annotation page's answers (:mod:`mcmdpo.build.annotations`): a candidate's score
-  is its share of the comparisons it took part in, a tie counting half, ``both_bad`` none, ``skip``
-  not counted; None where it took part in none.
+- ``human``: the annotation page's answers (``python -m mcmdpo.app annotate``, the database of
+  :mod:`mcmdpo.build.annotations`): a candidate's score is its share of the comparisons it took
+  part in, a tie counting half, ``both_bad`` none, ``skip`` not counted (nor an answer its
+  annotator undid); None where it took part in none.
 
 A ranker's ``inputs()`` is what its scores depend on (the rank stage's fingerprint);
 ``provenance()`` what the pairs record of it (models as given, no output paths)."""

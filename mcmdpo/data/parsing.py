@@ -14,10 +14,11 @@ from mcmdpo.data.records import (
     RecordLocation,
     SFTExample,
     TestExample,
+    UnpairedExample,
 )
 
 IMAGE_PLACEHOLDER = "<image>"
-KINDS = ("preference", "sft", "test")
+KINDS = ("preference", "sft", "test", "unpaired")
 MISSING = object()
 
 
@@ -141,6 +142,26 @@ def parse_preference(location: RecordLocation, record: Any, problems: list[Probl
     return PreferenceExample(check.idx, image, fields["question"], fields["chosen"], fields["rejected"], location)
 
 
+def parse_unpaired(location: RecordLocation, record: Any, problems: list[Problem]) -> UnpairedExample | None:
+    """An unpaired record (KTO): ``question``, ``completion`` (the alt-text) and ``label`` (true:
+    desirable, false: undesirable), at the top level or in ``text`` as the preference format."""
+    check = check_record(location, record, problems)
+    if check is None:
+        return None
+    image = parse_image(check)
+    found = _qa_fields(check, ("question", "completion", "label"))
+    fields = {name: check.text(*found[name]) for name in ("question", "completion")} if found else {}
+    if found:
+        where, label = found["label"]
+        if label is MISSING or label is None:
+            check.report(where, "missing (true: a desirable alt-text, false: an undesirable one)")
+        elif not isinstance(label, bool):
+            check.report(where, f"must be true (desirable) or false (undesirable), found {label!r}")
+    if not check.ok:
+        return None
+    return UnpairedExample(check.idx, image, fields["question"], fields["completion"], found["label"][1], location)
+
+
 def _parse_conversation(check: RecordChecker) -> tuple[tuple[str, str], ...] | None:
     conversation = check.record["conversations"]
     if not isinstance(conversation, list) or not conversation:
@@ -211,6 +232,7 @@ PARSERS: dict[str, Callable[[RecordLocation, Any, list[Problem]], Any]] = {
     "preference": parse_preference,
     "sft": parse_sft,
     "test": parse_test,
+    "unpaired": parse_unpaired,
 }
 
 
@@ -221,6 +243,8 @@ def guess_kind(first_record: Any, json_lines: bool) -> str:
     if isinstance(first_record, dict):
         if "conversations" in first_record:
             return "sft"
+        if "completion" in first_record and "label" in first_record:
+            return "unpaired"
         if "rejected" in first_record or "text" in first_record:
             return "preference"
     return "sft"

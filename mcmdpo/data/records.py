@@ -100,6 +100,19 @@ class PreferenceExample:
 
 
 @dataclass(frozen=True)
+class UnpairedExample:
+    """One unpaired record (KTO): instruction + context (``question``), image, one alt-text
+    (``completion``) and whether it is desirable (``label``)."""
+
+    idx: Any
+    image: ImageRef
+    question: str
+    completion: str
+    desirable: bool
+    location: RecordLocation
+
+
+@dataclass(frozen=True)
 class SFTExample:
     """A conversation about one image: ``turns`` are (user, assistant) pairs; the image belongs to
     the first user turn. ``image`` is None for a text-only conversation."""

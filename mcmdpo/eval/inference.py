@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="seeds sampling")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on a GPU, float32 on a CPU")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weights and activations while generating (the original decodes in fp16); default: bfloat16 on a GPU, "
+                             "float32 on a CPU")
     parser.add_argument("--image_aspect_ratio", choices=IMAGE_ASPECT_RATIOS, default="auto",
                         help="image protocol; default: what the checkpoint records (training's), else pad for LLaVA")
     parser.add_argument("--conversation_template", choices=CONVERSATION_TEMPLATES, default="auto",

@@ -54,6 +54,7 @@ class CheckpointError(RuntimeError):
 
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES |= {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the original scripts' spellings
 IMAGE_ASPECT_RATIOS = ("auto", "pad", "anyres")
 PROTOCOLS = IMAGE_ASPECT_RATIOS[1:]  # what "auto" resolves to
 

@@ -6,17 +6,30 @@ from typing import Any
 
 import torch
 
+from mcmdpo.data.conversation import IGNORE_INDEX
+
 INDEX = "index"  # [records]: each record's position in the dataset
 REFERENCE_LOGPS = "reference_logps"  # [records, sequences]: precomputed reference log-probs, when cached
-RECORD_KEYS = (INDEX, REFERENCE_LOGPS)
+ANSWER_TOKENS = "answer_tokens"  # [records, sequences]: the answer tokens each sequence's log-prob sums
+DESIRABLE = "desirable"  # [records]: unpaired records (KTO) only, whether each alt-text is desirable
+RECORD_KEYS = (INDEX, REFERENCE_LOGPS, ANSWER_TOKENS, DESIRABLE)
 
 
 def record_fields(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """The per-record fields of a batch of preference items: ``index`` and, when precomputed,
-    ``reference_logps``."""
-    fields = {INDEX: torch.tensor([item[INDEX] for item in items], dtype=torch.long)}
+    """The per-record fields of a batch of preference items: ``index``, each sequence's answer
+    token count (the labels past the first position) and, when present, ``reference_logps`` and
+    ``desirable``."""
+    fields = {
+        INDEX: torch.tensor([item[INDEX] for item in items], dtype=torch.long),
+        ANSWER_TOKENS: torch.tensor(
+            [[sum(label != IGNORE_INDEX for label in sequence["labels"][1:]) for sequence in item["sequences"]] for item in items],
+            dtype=torch.long,
+        ),
+    }
     if REFERENCE_LOGPS in items[0]:
         fields[REFERENCE_LOGPS] = torch.stack([item[REFERENCE_LOGPS] for item in items])
+    if DESIRABLE in items[0]:
+        fields[DESIRABLE] = torch.tensor([item[DESIRABLE] for item in items], dtype=torch.bool)
     return fields
 
 

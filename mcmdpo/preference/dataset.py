@@ -1,8 +1,10 @@
 """The preference batch: for each record, the (context, image, response) triples its preference
-layout scores (2 for DPO, 8 for MCM-DPO), in the layout's order."""
+layout scores (2 for DPO, 8 for MCM-DPO), in the layout's order. Unpaired records (KTO: one
+alt-text and a label) are scored on the triples of their one answer."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,11 +25,35 @@ from mcmdpo.data.negatives import (
     other_index,
     rotated_image,
 )
-from mcmdpo.data.records import PreferenceExample
-from mcmdpo.preference.batch import INDEX, REFERENCE_LOGPS
+from mcmdpo.data.records import PreferenceExample, UnpairedExample
+from mcmdpo.preference.batch import DESIRABLE, INDEX, REFERENCE_LOGPS
 from mcmdpo.preference.layout import MCMDPO_LAYOUT, PreferenceLayout
 
-__all__ = ["NegativeConfig", "PreferenceDataset"]
+__all__ = ["NegativeConfig", "PreferenceDataset", "responses_of", "unpaired_records"]
+
+
+def responses_of(example: PreferenceExample | UnpairedExample) -> tuple[str, ...]:
+    """A record's answers by the response axis of its triples: (y_w, y_l) of a pair, the one
+    alt-text of an unpaired record."""
+    if isinstance(example, UnpairedExample):
+        return (example.completion,)
+    return (example.chosen, example.rejected)
+
+
+def unpaired_records(examples: Sequence[PreferenceExample]) -> list[dict[str, Any]]:
+    """Preference pairs as unpaired records (what KTO reads): the chosen alt-text labelled
+    desirable, the rejected one undesirable, each with its record's image and question; written
+    as JSON, a file of them trains with ``--objective kto``."""
+    records = []
+    for example in examples:
+        if example.image.data is not None:
+            image: dict[str, Any] = {"image": {"bytes": base64.b64encode(example.image.data).decode("ascii")}}
+        else:
+            image = {"image_path": example.image.path}
+        for completion, label, role in ((example.chosen, True, "chosen"), (example.rejected, False, "rejected")):
+            records.append({"idx": f"{example.idx}:{role}", **image, "question": example.question,
+                            "completion": completion, "label": label})
+    return records
 
 
 class PreferenceDataset(Dataset):
@@ -41,7 +67,7 @@ class PreferenceDataset(Dataset):
 
     def __init__(
         self,
-        examples: list[PreferenceExample],
+        examples: list[PreferenceExample] | list[UnpairedExample],
         processor: Any,
         image_folder: str | Path | None,
         max_length: int,
@@ -54,6 +80,9 @@ class PreferenceDataset(Dataset):
         needs_other_record = layout.uses_negative_context or (layout.uses_negative_image and negatives.kind.from_other_record)
         if needs_other_record and len(examples) < 2:
             raise ValueError("negative contexts (and 'random' negative images) need at least two records")
+        answers = min((len(responses_of(example)) for example in examples), default=2)
+        if any(triple.response >= answers for triple in layout.triples):
+            raise ValueError(f"the terms {', '.join(layout.term_names)} score a rejected answer, which unpaired records have not")
         self.examples = examples
         self.processor = processor
         self.image_folder = image_folder
@@ -95,7 +124,7 @@ class PreferenceDataset(Dataset):
     def lengths(self) -> list[int]:
         """Text length in characters (question and longer response): a cheap stand-in for token
         length when grouping batches."""
-        return [len(e.question) + max(len(e.chosen), len(e.rejected)) for e in (self.examples[r] for r in self.keep)]
+        return [len(e.question) + max(map(len, responses_of(e))) for e in (self.examples[r] for r in self.keep)]
 
     def negative_context_index(self, position: int) -> int:
         """The record of the file whose question is record ``position``'s negative context."""
@@ -139,7 +168,7 @@ class PreferenceDataset(Dataset):
         contexts = [example.question]
         if self.uses_negative_context:
             contexts.append(self.examples[self.negative_context_index(position)].question)
-        responses = (example.chosen, example.rejected)
+        responses = responses_of(example)
         return {(c, r): ((context, response),) for c, context in enumerate(contexts) for r, response in enumerate(responses)}
 
     def planned_conversations(
@@ -180,5 +209,8 @@ class PreferenceDataset(Dataset):
             sequences.append({**tokens, **encoded.tensors})
         item: dict[str, Any] = {"sequences": sequences, INDEX: index}
         if self.reference_logps is not None:
+            # NaN where the reference pass did not score it (a record the run does not train on)
             item[REFERENCE_LOGPS] = self.reference_logps[self.reference_epoch(self.epoch)][index]
+        if isinstance(example, UnpairedExample):
+            item[DESIRABLE] = example.desirable
         return item

@@ -1,9 +1,10 @@
 """Loss maths as pure functions: sequence log-probabilities and the preference loss of a
-:class:`~mcmdpo.preference.layout.PreferenceLayout` (MCM-DPO, of which DPO is the response term)."""
+:class:`~mcmdpo.preference.layout.PreferenceLayout` (MCM-DPO, of which DPO is the response term)
+under an objective of :mod:`~mcmdpo.preference.objectives` (MCM-DPO's sigmoid by default)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mcmdpo.data.conversation import IGNORE_INDEX
 from mcmdpo.preference.layout import PreferenceLayout
+from mcmdpo.preference.objectives import ObjectiveSum, ScoredRecords, parse_objective
 
 LOGSUMEXP_CHUNK = 1024  # answer positions whose fp32 logits exist at once
 
@@ -72,32 +74,52 @@ def sum_per_sequence(
 
 @dataclass(frozen=True)
 class PreferenceLoss:
-    """MCM-DPO's loss over a layout's terms, combined in one sigmoid as the original does:
+    """The preference loss over a layout's terms: its objective
+    (:mod:`~mcmdpo.preference.objectives`) applied to the sequences' log-probs. The default,
+    MCM-DPO's, combines the terms in one sigmoid as the original does:
 
         logits = sum_k (w_k / normaliser) * (r(positive_k) - r(negative_k)),  r = log pi - log pi_ref
         loss   = -log sigmoid(beta * logits)
 
-    Called on [records, sequences] policy and reference log-probs (columns: ``layout.triples``),
-    it returns the per-record losses and per-record metrics (detached): for each term the
-    negative's reward beta * r, the margin beta * (r(positive) - r(negative)) and its accuracy,
-    plus TRL's usual DPO metrics when the response pair is scored. DPO is the layout of the
-    response term alone with normaliser 1: beta * (r(y_w) - r(y_l)), exactly."""
+    Called on [records, sequences] policy and reference log-probs (columns: ``layout.triples``;
+    no reference for an objective that needs none), each sequence's answer token count (for the
+    objectives that normalise by length) and, for unpaired records, whether each is desirable, it
+    returns the per-record losses and per-record metrics (detached): for each term the negative's
+    reward beta * r, the margin beta * (r(positive) - r(negative)) and its accuracy, plus TRL's
+    usual DPO metrics when the response pair is scored (without a reference, r = log pi, as TRL
+    logs SimPO's and ORPO's). DPO is the layout of the response term alone with normaliser 1:
+    beta * (r(y_w) - r(y_l)), exactly. ``average_logps``: the log-probs are per-token means
+    (``--logps_reduction mean``)."""
 
     layout: PreferenceLayout
     beta: float
+    objective: ObjectiveSum = field(default_factory=parse_objective)
+    average_logps: bool = False
 
-    def __call__(self, policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    @property
+    def needs_reference(self) -> bool:
+        return self.objective.needs_reference
+
+    def __call__(
+        self,
+        policy_logps: torch.Tensor,
+        reference_logps: torch.Tensor | None = None,
+        answer_tokens: torch.Tensor | None = None,
+        desirable: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         width = len(self.layout.triples)
-        if policy_logps.shape != reference_logps.shape or policy_logps.dim() != 2 or policy_logps.shape[-1] != width:
-            raise ValueError(
-                f"log-probs must both be [records, {width}] (the layout's triples), got {tuple(policy_logps.shape)} and {tuple(reference_logps.shape)}"
-            )
-        rewards = policy_logps - reference_logps
-        positive, negative = (list(columns) for columns in zip(*self.layout.pairs))
-        margins = rewards[:, positive] - rewards[:, negative]  # [records, terms]
-        scales = torch.tensor(self.layout.scales, dtype=margins.dtype, device=margins.device)
-        losses = -F.logsigmoid(self.beta * (margins @ scales))
-        return losses, self.metrics(policy_logps.detach(), self.beta * rewards.detach())
+        given = [t for t in (policy_logps, reference_logps, answer_tokens) if t is not None]
+        if any(t.shape != policy_logps.shape for t in given) or policy_logps.dim() != 2 or policy_logps.shape[-1] != width:
+            raise ValueError(f"log-probs (and token counts) must all be [records, {width}] (the layout's triples), got "
+                             + " and ".join(str(tuple(t.shape)) for t in given))
+        if reference_logps is None and self.needs_reference:
+            raise ValueError(f"the objective {' + '.join(self.objective.names)} needs reference log-probs")
+        reference_logps = reference_logps if self.needs_reference else None
+        records = ScoredRecords(self.layout, self.beta, self.objective.parameters, policy_logps, reference_logps,
+                                answer_tokens, desirable, self.average_logps)
+        losses, objective_metrics = self.objective(records)
+        log_ratios = policy_logps if reference_logps is None else policy_logps - reference_logps
+        return losses, {**self.metrics(policy_logps.detach(), self.beta * log_ratios.detach()), **objective_metrics}
 
     def metrics(self, policy_logps: torch.Tensor, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
         metrics: dict[str, torch.Tensor] = {}

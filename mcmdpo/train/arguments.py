@@ -22,17 +22,20 @@ from mcmdpo.data.negatives import NEGATIVE_IMAGE_TYPES, NegativeConfig
 from mcmdpo.data.templates import CONVERSATION_TEMPLATES
 from mcmdpo.model.loading import IMAGE_ASPECT_RATIOS
 from mcmdpo.preference.layout import DPO_LAYOUT, MCMDPO_LAYOUT, TERMS, PreferenceLayout, build_layout, parse_weights
+from mcmdpo.preference.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, PARAMETER_NAMES, PRESETS, ObjectiveParameters, ObjectiveSum, parse_objective
 from mcmdpo.preference.packing import SEQUENCE_PACKINGS
 from mcmdpo.train.console import available_workers
 from mcmdpo.train.data_cache import DEFAULT_DATA_CACHE_DIR
 from mcmdpo.train.reference_cache import DEFAULT_CACHE_DIR
 from mcmdpo.train.resume import resolve_resume
+from mcmdpo.train.sft_loss import SFT_LOSS_REDUCTIONS
 
 STAGES = ("sft", "dpo", "mcmdpo")
 PREFERENCE_STAGES = ("dpo", "mcmdpo")
 # What --terms and --normalizer default to in each preference stage: DPO is MCM-DPO's response term alone.
 STAGE_LAYOUTS = {"dpo": DPO_LAYOUT, "mcmdpo": MCMDPO_LAYOUT}
 NEGATIVES = NegativeConfig()  # the negatives' defaults
+OBJECTIVE_PARAMETERS = ObjectiveParameters()  # the objectives' defaults
 # Flags renamed: the old name is an error that names the new one.
 RENAMED_FLAGS = {"preference_step": "sequence_packing (tree, the default, or none; packed was tree, plain none)"}
 
@@ -166,6 +169,13 @@ class AltTextTrainingArguments(TrainingArguments):
     vision_tower_lr: float | None = field(default=None, metadata={"help": "learning rate of the vision tower (default: --learning_rate)"})
     projector_lr: float | None = field(default=None, metadata={"help": "learning rate of the projector (default: --learning_rate)"})
 
+    sft_loss_reduction: str = field(
+        default=SFT_LOSS_REDUCTIONS[0],
+        metadata=FlagMetadata(
+            help="how SFT weighs answer tokens: token (transformers': every answer token of the global batch alike, long answers "
+                 "weigh more) or example (the original's: each example's token mean, then every example alike)",
+            stages=("sft",)),
+    )
     beta: float = field(default=0.1, metadata=preference_only(help="DPO / MCM-DPO temperature"))
     logps_reduction: str = field(default="sum", metadata=preference_only(help="sequence log-prob over answer tokens: sum or mean"))
     precompute_reference_logps: bool = field(
@@ -208,6 +218,31 @@ class AltTextTrainingArguments(TrainingArguments):
                                       "image through the language model once per row) or none (every sequence in full, as the "
                                       "original; for comparison and for attention kernels that take no 4-D mask)"),
     )
+    objective: str = field(
+        default=DEFAULT_OBJECTIVE,
+        metadata=preference_only(help=f"how the terms' margins become a loss: one of {', '.join(OBJECTIVES)}, a named sum "
+                                      f"({', '.join(PRESETS)}), or a weighted sum such as 'sigmoid:0.8+bco_pair:0.2+sft:1.0' "
+                                      "(docs/objectives.md; default: MCM-DPO's and DPO's sigmoid)"),
+    )
+    label_smoothing: float = field(
+        default=OBJECTIVE_PARAMETERS.label_smoothing,
+        metadata=preference_only(help="--objective robust: the probability that a preference label is flipped, in [0, 0.5)"),
+    )
+    exo_epsilon: float = field(
+        default=OBJECTIVE_PARAMETERS.exo_epsilon, metadata=preference_only(help="--objective exo_pair: the target's smoothing")
+    )
+    simpo_gamma: float = field(
+        default=OBJECTIVE_PARAMETERS.simpo_gamma, metadata=preference_only(help="--objective simpo: the target reward margin gamma")
+    )
+    discopop_tau: float = field(
+        default=OBJECTIVE_PARAMETERS.discopop_tau, metadata=preference_only(help="--objective discopop: the mixing temperature tau")
+    )
+    desirable_weight: float = field(
+        default=OBJECTIVE_PARAMETERS.desirable_weight, metadata=preference_only(help="--objective kto: weight of desirable alt-text")
+    )
+    undesirable_weight: float = field(
+        default=OBJECTIVE_PARAMETERS.undesirable_weight, metadata=preference_only(help="--objective kto: weight of undesirable alt-text")
+    )
     global_batch_size: int | None = field(
         default=None,
         metadata={"help": "examples per optimizer step over all processes of all nodes: sets --gradient_accumulation_steps "
@@ -217,12 +252,17 @@ class AltTextTrainingArguments(TrainingArguments):
     @property
     def layout(self) -> PreferenceLayout:
         """The preference layout of this run (a preference stage)."""
-        preset = STAGE_LAYOUTS[self.stage]
+        preset = self.objectives.layout or STAGE_LAYOUTS[self.stage]  # mdpo and kto bring their own
         return build_layout(
             tuple(self.terms) if self.terms else preset.term_names,
-            parse_weights(self.term_weights or ()),
+            {**dict(zip(preset.term_names, preset.weights)), **parse_weights(self.term_weights or ())},
             preset.normalizer if self.normalizer is None else self.normalizer,
         )
+
+    @property
+    def objectives(self) -> ObjectiveSum:
+        """The objective of this run (a preference stage), with the parameters it reads."""
+        return parse_objective(self.objective, ObjectiveParameters(**{name: getattr(self, name) for name in PARAMETER_NAMES}))
 
     @property
     def negatives(self) -> NegativeConfig:
@@ -248,9 +288,14 @@ class AltTextTrainingArguments(TrainingArguments):
         changed = changed_fields(self)
         if self.logps_reduction not in ("sum", "mean"):
             raise ValueError(f"--logps_reduction must be sum or mean, got {self.logps_reduction!r}")
+        if self.sft_loss_reduction not in SFT_LOSS_REDUCTIONS:
+            raise ValueError(f"--sft_loss_reduction must be one of {SFT_LOSS_REDUCTIONS}, got {self.sft_loss_reduction!r}")
         if self.sequence_packing not in SEQUENCE_PACKINGS:
             raise ValueError(f"--sequence_packing must be one of {SEQUENCE_PACKINGS}, got {self.sequence_packing!r}")
         if self.stage != "sft":
+            unused = self.objectives.unused_flags(changed)  # also a clear error now for a malformed objective
+            if unused:
+                raise ValueError(f"--objective {self.objective} does not use {', '.join('--' + n for n in unused)}")
             layout = self.layout  # a clear error now for unknown terms or malformed weights
             unused = [name for name in changed if name in NEGATIVE_IMAGE_ONLY and not layout.uses_negative_image]
             if "negative_seed" in changed and not (layout.uses_negative_image or layout.uses_negative_context):
@@ -267,6 +312,15 @@ class AltTextTrainingArguments(TrainingArguments):
         if self.dataloader_persistent_workers and self.stage != "sft" and self.layout.uses_negative_image and self.negatives.redrawn_each_epoch:
             raise ValueError("negatives are drawn anew each epoch, which persistent data-loader workers would not see: "
                              "drop --dataloader_persistent_workers or add --fixed_negatives true")
+        if self.tf32 is None:
+            from transformers.utils import is_torch_tf32_available
+
+            # The original trains with --tf32 True; on a GPU without TF32 (and on a CPU) it stays off.
+            self.tf32 = True if is_torch_tf32_available() else None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (self.use_cpu or self.deepspeed) and not cuda_available():
+            # Without it the Trainer sets up no process group on a machine without a GPU, and each
+            # process launched by torchrun would train on its share of the data alone.
+            self.use_cpu = True
         if self.global_batch_size is not None:
             steps = accumulation_steps(self.global_batch_size, self.per_device_train_batch_size)
             if self.gradient_accumulation_steps not in (1, steps):
@@ -279,6 +333,12 @@ class AltTextTrainingArguments(TrainingArguments):
                 raise ValueError("--vision_tower_lr / --projector_lr need the Trainer's optimizer: the DeepSpeed config "
                                  f"{self.deepspeed} defines its own, which would ignore them")
         super().__post_init__()
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def field_default(spec: dataclasses.Field) -> object:
@@ -312,6 +372,8 @@ def check_flags(model_args: ModelArguments, data_args: DataArguments, training_a
     if model_args.use_lora and not model_args.train_language_model:
         raise ValueError("--use_lora trains adapters on the language model and freezes its weights either way, so "
                          "--train_language_model false would do nothing: drop it")
+    if model_args.ref_model_name_or_path and stage != "sft" and not training_args.objectives.needs_reference:
+        raise ValueError(f"--objective {training_args.objective} needs no reference model, so --ref_model_name_or_path would do nothing")
     if model_args.use_lora and model_args.ref_model_name_or_path and not training_args.precompute_reference_logps:
         raise ValueError("with --use_lora and --precompute_reference_logps false the reference is the policy with its adapters "
                          "switched off, so --ref_model_name_or_path would do nothing: drop it, or cache the reference "

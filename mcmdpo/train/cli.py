@@ -35,23 +35,18 @@ from mcmdpo.train.console import quiet_other_processes, use_compact_console
 from mcmdpo.train.data_checks import DataChecks
 from mcmdpo.train.data_fingerprints import length_settings
 from mcmdpo.train.preemption import PREEMPTED_EXIT_STATUS, PreemptionCallback
-from mcmdpo.train.resume import CheckpointWeightsMixin
-from mcmdpo.train.several_nodes import SharedFolderError, agreed, check_shared_folders, lost_another_process
+from mcmdpo.train.several_nodes import SharedFolderError, check_shared_folders, lost_another_process
 from mcmdpo.train.arguments import RENAMED_FLAGS, AltTextTrainingArguments, DataArguments, ModelArguments, check_flags
-from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.plotting import plot_training_curves
 from mcmdpo.train.preference_trainer import NegativesEpochCallback, PreferenceTrainer, prepare_reference_model
 from mcmdpo.train.recipes import CONFIG_FLAG, add_config_argument, with_recipe
-from mcmdpo.train.reference_cache import cache_key, load_cached, save_cached
-from mcmdpo.train.sampling import LengthGroupingMixin
+from mcmdpo.train.drawn_records import drawn_records, merged_epochs
+from mcmdpo.train.reference_cache import cache_key, load_cached, missing_rows, save_cached
+from mcmdpo.train.sft_trainer import SFTTrainer
 from mcmdpo.preference.losses import PreferenceLoss
 from mcmdpo.preference.packing import packing_for, sequence_packing
 
 logger = logging.getLogger("mcmdpo.train")
-
-
-class SFTTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, LengthGroupingMixin, Trainer):
-    """The plain Trainer, with cheap length grouping and per-component learning rates."""
 
 
 PROGRAM = "mcmdpo-train"  # also python -m mcmdpo.train, and what the scripts' launcher runs
@@ -116,7 +111,7 @@ def load_training_data(
     processes, and are cached in --data_cache_dir (:mod:`mcmdpo.train.data_checks`). The report is
     logged and written to OUTPUT_DIR/data_report.json. Returns (dataset, checkpoint)."""
     main_process = training_args.process_index == 0
-    kind = "sft" if training_args.stage == "sft" else "preference"
+    kind = "sft" if training_args.stage == "sft" else "unpaired" if training_args.objectives.unpaired else "preference"
     settings = length_settings(training_args.stage) if kind == "sft" else length_settings(
         training_args.stage, training_args.negatives, training_args.layout)
     checks = DataChecks(data_args.data_path, kind, data_args.image_folder, training_args.data_cache_dir, settings,
@@ -222,33 +217,41 @@ def attach_reference_logps(
     trainer: PreferenceTrainer, dataset: PreferenceDataset, protocol: str, model_args: ModelArguments,
     data_args: DataArguments, training_args: AltTextTrainingArguments,
 ) -> None:
-    """Read the reference log-probs from the cache, or compute them with the reference model once
-    (spread over all processes) and cache them; training then runs no reference forward."""
+    """Reference log-probs for the records this run draws, before it starts: read from the cache,
+    and those it lacks computed with the reference model once (spread over all processes) and
+    added to it; training then runs no reference forward. A run of a few steps scores the records
+    those steps draw, not the whole file; a later, longer run adds only the new ones."""
     key, description = cache_key(
         data_args.data_path, data_args.image_folder, model_args.reference_path, dataset.negatives, dataset.layout,
         training_args.max_length, training_args.logps_reduction, reference_dtype(model_args, training_args),
         [dataset.examples[p].idx for p in dataset.keep], protocol, dataset.processor.chat_template, trainer.packing.name,
     )
-    epochs = trainer.planned_epochs() if dataset.epochs_differ else 1
-    cached = load_cached(training_args.reference_cache_dir, key, (epochs, len(dataset), len(dataset.triples)))
-    if not agreed(cached is not None):  # read by all, or computed by all: never half and half
-        cached = None
+    drawn = drawn_records(trainer)
+    if not dataset.epochs_differ:  # the same negatives every epoch: one row per record
+        drawn = [merged_epochs(drawn)]
+    logps = load_cached(training_args.reference_cache_dir, key, (len(drawn), len(dataset), len(dataset.triples)))
+    missing = missing_rows(logps, drawn)
+    if training_args.world_size > 1:  # every process acts on the first one's reading of the cache
+        from accelerate.utils import broadcast_object_list
+
+        logps, missing = broadcast_object_list([logps, missing])
     main_process = trainer.is_world_process_zero()
-    if cached is not None:
-        if main_process:
-            logger.info("reference log-probs read from the cache (%s/%s.pt)", training_args.reference_cache_dir, key)
-        dataset.reference_logps = cached
-        return
-    reference = load_reference(model_args, training_args, protocol)
-    trainer.reference_model = prepare_reference_model(reference, trainer)
-    logps = trainer.compute_reference_logps(dataset, epochs)
     if main_process:
-        path = save_cached(training_args.reference_cache_dir, key, logps, description)
-        logger.info("reference log-probs computed and cached in %s", path)
+        logger.info("reference log-probs: %d of %d records drawn by this run, %d of them cached (%s/%s.pt)",
+                    len(merged_epochs(drawn)), len(dataset), sum(map(len, drawn)) - sum(map(len, missing)),
+                    training_args.reference_cache_dir, key)
+    trainer.reference_rows_computed = 0
+    if any(missing):
+        reference = load_reference(model_args, training_args, protocol)
+        trainer.reference_model = prepare_reference_model(reference, trainer)
+        trainer.reference_rows_computed = trainer.compute_reference_logps(dataset, logps, missing)
+        if main_process:
+            path = save_cached(training_args.reference_cache_dir, key, logps, description)
+            logger.info("reference log-probs: %d rows computed and added to %s", trainer.reference_rows_computed, path)
+        trainer.reference_model = None  # not needed any more: free its memory before training
+        del reference
+        gc.collect()
     dataset.reference_logps = logps
-    trainer.reference_model = None  # not needed any more: free its memory before training
-    del reference
-    gc.collect()
 
 
 def folders_every_node_uses(training_args: AltTextTrainingArguments) -> dict[str, str]:
@@ -258,7 +261,7 @@ def folders_every_node_uses(training_args: AltTextTrainingArguments) -> dict[str
     folders = {}
     if not training_args.save_on_each_node:
         folders["--output_dir"] = training_args.output_dir
-    if training_args.stage != "sft" and training_args.precompute_reference_logps:
+    if training_args.stage != "sft" and training_args.precompute_reference_logps and training_args.objectives.needs_reference:
         folders["--reference_cache_dir"] = training_args.reference_cache_dir
     return folders
 
@@ -297,16 +300,18 @@ def run(
             print(f"note: {notice}", flush=True)
         model = build_policy(model_args, training_args, checkpoint)
         live_reference = None
-        if not training_args.precompute_reference_logps and not model_args.use_lora:
+        needs_reference = training_args.objectives.needs_reference  # SimPO, ORPO: no reference loaded, none cached
+        if needs_reference and not training_args.precompute_reference_logps and not model_args.use_lora:
             live_reference = load_reference(model_args, training_args, checkpoint.protocol)
         trainer = PreferenceTrainer(
             model=model, args=training_args, train_dataset=dataset,
-            loss=PreferenceLoss(training_args.layout, training_args.beta),
+            loss=PreferenceLoss(training_args.layout, training_args.beta, training_args.objectives,
+                                training_args.logps_reduction == "mean"),
             packing=sequence_packing(packing_name, processor, training_args.layout, checkpoint.family),
             processing_class=processor, reference_model=live_reference,
             callbacks=[NegativesEpochCallback(dataset), *(callbacks or [])],
         )
-        if training_args.precompute_reference_logps:
+        if needs_reference and training_args.precompute_reference_logps:
             attach_reference_logps(trainer, dataset, checkpoint.protocol, model_args, data_args, training_args)
 
     use_compact_console(trainer)

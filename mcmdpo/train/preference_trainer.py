@@ -6,24 +6,27 @@ under the policy with the sequence packing it is given, takes the reference log-
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import time
 from collections import defaultdict
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
-from mcmdpo.compat import SET_INITIAL_TRAINING_VALUES, relies_on
 from mcmdpo.train.resume import CheckpointWeightsMixin
 from mcmdpo.preference.losses import PreferenceLoss
 from mcmdpo.train.optimizer import ComponentLearningRateMixin
 from mcmdpo.train.sampling import LengthGroupingMixin
-from mcmdpo.preference.batch import INDEX, REFERENCE_LOGPS
+from mcmdpo.preference.batch import ANSWER_TOKENS, DESIRABLE, INDEX, REFERENCE_LOGPS
 from mcmdpo.preference.packing import SequencePacking
+
+logger = logging.getLogger("mcmdpo.train")
 
 
 def prepare_reference_model(model: nn.Module, trainer: Trainer) -> nn.Module:
@@ -87,11 +90,16 @@ class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, Leng
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         policy = self.sequence_logps(model, inputs)
+        reference = None  # a reference-free objective (SimPO, ORPO) runs no reference
         if REFERENCE_LOGPS in inputs:
             reference = inputs[REFERENCE_LOGPS].to(policy)
-        else:
+            if reference.isnan().any():  # the reference pass scored only the records it foresaw this run drawing
+                unscored = inputs[INDEX][reference.isnan().any(dim=-1).cpu()].tolist()
+                raise RuntimeError(f"records at positions {unscored} of the training data have no reference log-probs: the "
+                                   "reference pass did not foresee that this run draws them")
+        elif self.loss.needs_reference:
             reference = self.reference_logps(inputs).to(policy)
-        losses, metrics = self.loss(policy, reference)
+        losses, metrics = self.loss(policy, reference, inputs[ANSWER_TOKENS], inputs.get(DESIRABLE))
         for name, values in metrics.items():
             self._stored_metrics[name].append(self.accelerator.gather_for_metrics(values.detach()).float().mean().item())
         loss = losses.mean()
@@ -103,37 +111,38 @@ class PreferenceTrainer(CheckpointWeightsMixin, ComponentLearningRateMixin, Leng
         self._stored_metrics.clear()
         super().log(logs, start_time)
 
-    @relies_on(SET_INITIAL_TRAINING_VALUES)
-    def planned_epochs(self) -> int:
-        """How many epochs ``train()`` will start (from --num_train_epochs or --max_steps)."""
-        return self.set_initial_training_values(self.args, self.get_train_dataloader())[0]
-
     @torch.no_grad()
-    def compute_reference_logps(self, dataset: Any, epochs: int = 1, batch_size: int | None = None) -> torch.Tensor:
-        """[epochs, records, sequences] reference log-probs of ``dataset`` for each epoch's
-        negatives, computed once, spread over all processes and gathered on each, in record order."""
-        per_epoch = []
-        for epoch in range(epochs):
+    def compute_reference_logps(self, dataset: Any, logps: torch.Tensor, records: list[list[int]]) -> int:
+        """Fill ``logps`` ([epochs, records, sequences]) with the reference log-probs of ``records``
+        (per epoch, dataset positions) under each epoch's negatives, spread over all processes and
+        gathered on each. Returns how many rows it computed."""
+        computed = 0
+        todo = sum(map(len, records))
+        for epoch, positions in enumerate(records):
+            if not positions:
+                continue
             dataset.set_negatives_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=batch_size or self.args.per_device_train_batch_size,
-                shuffle=False,
-                collate_fn=self.data_collator,
-                num_workers=self.args.dataloader_num_workers,
-            )
-            loader = self.accelerator.prepare(loader)
-            chunks, indices = [], []
-            description = "reference log-probs" + (f" (epoch {epoch + 1}/{epochs})" if epochs > 1 else "")
+            loader = self.accelerator.prepare(DataLoader(
+                Subset(dataset, positions), batch_size=self.args.per_device_train_batch_size, shuffle=False,
+                collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+            ))
+            description = "reference log-probs" + (f" (epoch {epoch + 1}/{len(records)})" if len(records) > 1 else "")
+            started = time.perf_counter()
             for batch in tqdm(loader, desc=description, disable=not self.is_world_process_zero()):
-                logps = self.reference_logps(batch)
-                chunks.append(self.accelerator.gather_for_metrics(logps.float()).cpu())
-                indices.append(self.accelerator.gather_for_metrics(batch[INDEX]).cpu())
-            result = torch.empty(len(dataset), self.num_sequences)
-            result[torch.cat(indices)] = torch.cat(chunks)
-            per_epoch.append(result)
+                rows = self.accelerator.gather_for_metrics(self.reference_logps(batch).float()).cpu()
+                indices = self.accelerator.gather_for_metrics(batch[INDEX]).cpu()
+                logps[epoch, indices] = rows
+                if computed == 0 and self.is_world_process_zero():
+                    per_row = (time.perf_counter() - started) / len(indices)
+                    logger.info("reference log-probs: %d rows to compute, about %s (first batch: %.2f s a record)",
+                                todo, format_duration(per_row * (todo - len(indices))), per_row)
+                computed += len(indices)
         dataset.set_negatives_epoch(0)
-        return torch.stack(per_epoch)
+        return computed
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 class NegativesEpochCallback(TrainerCallback):

@@ -1,6 +1,8 @@
 """Reference log-probs computed once and kept on disk, keyed by everything they depend on: the
 data file's content, the reference checkpoint, the negatives, the sequences and the tokenisation
-settings. A later run with the same key reads them instead of running the reference model."""
+settings. A later run with the same key reads them instead of running the reference model. A run
+computes the rows of the records it draws only (a short run pays for its steps, not the whole
+file); a later, longer run adds the rows it lacks."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from mcmdpo.data.negatives import NegativeConfig
 from mcmdpo.files import cache_root, file_sha256, write_atomically, write_text_atomically
 from mcmdpo.preference.layout import PreferenceLayout
 
-CACHE_FORMAT = 3  # 2: one row of log-probs per epoch of negatives; 3: keyed by the layout's triples
+CACHE_FORMAT = 4  # 2: one row of log-probs per epoch of negatives; 3: keyed by the layout's triples; 4: NaN rows not computed yet
 DEFAULT_CACHE_DIR = cache_root() / "reference_logps"
 
 
@@ -71,22 +73,35 @@ def cache_key(
     return description_key(description), description
 
 
-def load_cached(cache_dir: str | Path, key: str, expected_shape: tuple[int, int, int]) -> torch.Tensor | None:
-    """[epochs, records, sequences] log-probs, or None when absent or holding fewer epochs."""
+def load_cached(cache_dir: str | Path, key: str, shape: tuple[int, int, int]) -> torch.Tensor:
+    """[epochs, records, sequences] log-probs as far as the cache holds them, NaN where it does not
+    (records no run has drawn yet, epochs no run has reached): a run computes only those it draws."""
+    logps = torch.full(shape, float("nan"))
     path = Path(cache_dir) / f"{key}.pt"
-    if not path.is_file():
-        return None
-    logps = torch.load(path, map_location="cpu", weights_only=True)
-    epochs, *rest = expected_shape
-    if logps.dim() != 3 or tuple(logps.shape[1:]) != tuple(rest) or logps.shape[0] < epochs:
-        return None
-    return logps[:epochs]
+    if path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if stored.dim() == 3 and tuple(stored.shape[1:]) == tuple(shape[1:]):
+            epochs = min(stored.shape[0], shape[0])
+            logps[:epochs] = stored[:epochs]
+    return logps
+
+
+def missing_rows(logps: torch.Tensor, drawn: list[list[int]]) -> list[list[int]]:
+    """Per epoch, the drawn records (positions, in the order drawn) whose row is not there yet."""
+    absent = logps.isnan().any(dim=-1)
+    return [[position for position in positions if absent[epoch, position]] for epoch, positions in enumerate(drawn)]
 
 
 def save_cached(cache_dir: str | Path, key: str, logps: torch.Tensor, description: dict[str, Any]) -> Path:
-    """Write atomically, so an interrupted run never leaves a half-written cache entry."""
+    """Write atomically, so an interrupted run never leaves a half-written cache entry. Rows not
+    computed stay NaN; a cache holding more epochs than this run keeps them."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = write_atomically(cache_dir / f"{key}.pt", lambda handle: torch.save(logps.cpu(), handle))
+    path = cache_dir / f"{key}.pt"
+    if path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if stored.dim() == 3 and tuple(stored.shape[1:]) == tuple(logps.shape[1:]) and stored.shape[0] > logps.shape[0]:
+            logps = torch.cat([logps, stored[logps.shape[0]:]])
+    path = write_atomically(path, lambda handle: torch.save(logps.cpu(), handle))
     write_text_atomically(cache_dir / f"{key}.json", json.dumps(description, indent=1))
     return path
