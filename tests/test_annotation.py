@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import random
 import sqlite3
 import subprocess
 import sys
@@ -139,6 +138,9 @@ def test_bad_input_is_named_before_the_server_starts(synthetic_dir, tmp_path, ca
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps([{"idx": 1, "image_path": "pref_test_000000.png", "text": json.dumps({"question": "Q"})}]))
     assert "field 'text.chosen'" in refused([], broken)
+    collected = tmp_path / "collect.jsonl"
+    write_complete(collected, "collect", {}, good)
+    assert "the builder's collect stage file, whose records have no candidates" in refused([], collected)
     with pytest.raises(CandidatesError, match="not a folder"):
         read_candidates(tmp_path / "good.jsonl", tmp_path / "no-images")
 

@@ -104,7 +104,8 @@ def trl_dpo(loss_types: list[str], weights: list[float] | None, policy: torch.Te
     the loss and its gradient in the policy's (chosen, rejected) log-probs."""
     trl = trl_module("trl")
     args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), loss_type=loss_types, loss_weights=weights, beta=beta,
-                         precompute_ref_log_probs=True, use_cpu=True, bf16=False, report_to="none", **config)
+                         precompute_ref_log_probs=True, use_cpu=True, bf16=False, report_to="none",
+                         activation_checkpointing=False, **config)
     trainer = fake_trainer(precompute_ref_logps=args.precompute_ref_log_probs, loss_types=args.loss_type,
                            loss_weights=args.loss_weights or [1.0] * len(args.loss_type), ld_alpha=args.ld_alpha,
                            f_divergence_type=args.f_divergence_type, f_alpha_divergence_coef=args.f_alpha_divergence_coef,
@@ -604,7 +605,7 @@ def test_two_steps_of_each_objective_tree_packed_equal_plain(objective, tiny_che
         assert main(argv) == 0
         runs[packing] = logged(tmp_path / packing)
         if spec.needs_reference:
-            assert counts.loads == 2 and counts.reference_passes == 2 and len(list(cache.glob("*.pt"))) == 1, vars(counts)
+            assert counts.loads == 2 and counts.reference_passes > 0 and len(list(cache.glob("*.pt"))) == 1, vars(counts)
         else:
             assert counts.loads == 1 and counts.reference_passes == 0 and not cache.exists(), vars(counts)
     tree, plain = runs["tree"], runs["none"]
@@ -613,6 +614,11 @@ def test_two_steps_of_each_objective_tree_packed_equal_plain(objective, tiny_che
         for key in tree_step.keys() - {"epoch", "step", "learning_rate", "grad_norm"}:
             assert tree_step[key] == pytest.approx(plain_step[key], rel=1e-4, abs=1e-5), (key, tree_step, plain_step)
     assert tree[1]["loss"] != tree[0]["loss"]  # the first step moved the model
+    if spec.needs_reference and "sft" not in spec.names:  # at step one the policy is the reference: every reward is 0
+        layout = parse_arguments(argv)[2].layout
+        zeros = torch.zeros(1, len(layout.triples))
+        expected, _ = PreferenceLoss(layout, 0.1, spec)(zeros, zeros, torch.ones_like(zeros), torch.tensor([True]))
+        assert tree[0]["loss"] == pytest.approx(expected.item(), rel=1e-4), objective
     if len(spec.parts) > 1:
         assert {f"objective/{name}" for name in spec.names} <= tree[0].keys()
 

@@ -27,6 +27,7 @@ from mcmdpo.data.loading import find_problems
 IMAGE_PLACEHOLDER = "<image>"  # a text holding it cannot be trained on
 MAX_LISTED = 20
 FEWER_THAN_TWO = "fewer_than_two_distinct_alt_texts"
+STAGES_WITH_CANDIDATES = ("sample", "rank")  # the builder's stages whose records hold them
 
 
 class CandidatesError(ValueError):
@@ -148,6 +149,9 @@ def read_stage_file(path: Path, image_folder: Path, seed: int) -> Candidates:
         if HEADER_KEY in record:
             if number != 1:
                 problems.append(f"{path}, line {number}: a second header")
+            elif record[HEADER_KEY] not in STAGES_WITH_CANDIDATES:
+                raise CandidatesError([f"--candidates {path}: the builder's {record[HEADER_KEY]} stage file, whose records have no "
+                                       "candidates: give the sample stage's file (OUT/sample.jsonl)"])
             continue
         if FOOTER_KEY in record:
             candidates.complete = True
