@@ -7,6 +7,8 @@
   :mod:`~mcmdpo.preference.plain` (every sequence in full; the oracle) and
   :mod:`~mcmdpo.preference.tree` (a record's sequences per image packed into one prefix-tree row;
   the default), chosen by :mod:`~mcmdpo.preference.packing`;
-- :mod:`~mcmdpo.preference.losses`: the maths, as pure functions.
+- :mod:`~mcmdpo.preference.losses`: the maths, as pure functions;
+- :mod:`~mcmdpo.preference.objectives`: how the terms' margins become a loss (``--objective``:
+  MCM-DPO's sigmoid, IPO, SimPO, ORPO, KTO, mDPO, ... and weighted sums of them).
 
 Training, the held-out evaluation and the app all score through this package."""

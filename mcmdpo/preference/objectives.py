@@ -92,10 +92,10 @@ class ScoredRecords:
         return self.per_token(self.policy) - self.per_token(self._reference())
 
     def per_token(self, logps: torch.Tensor) -> torch.Tensor:
-        return logps if self.average else logps / self._tokens()
+        return logps if self.average else logps / self.answer_token_counts()
 
     def summed(self, logps: torch.Tensor) -> torch.Tensor:
-        return logps * self._tokens() if self.average else logps
+        return logps * self.answer_token_counts() if self.average else logps
 
     def combined_margin(self, values: torch.Tensor) -> torch.Tensor:
         """[records]: sum_k (w_k / normaliser) * (value(positive_k) - value(negative_k))."""
@@ -123,7 +123,7 @@ class ScoredRecords:
             raise ValueError("this objective needs reference log-probs")
         return self.reference
 
-    def _tokens(self) -> torch.Tensor:
+    def answer_token_counts(self) -> torch.Tensor:
         if self.answer_tokens is None:
             raise ValueError("this objective needs each sequence's answer token count")
         return self.answer_tokens.to(self.policy).clamp(min=1)
@@ -233,7 +233,7 @@ def term_sigmoids(chosen: torch.Tensor, rejected: torch.Tensor, beta: float) -> 
 def sft_loss(records: ScoredRecords) -> torch.Tensor:
     """The NLL of the chosen answers per answer token of the batch (-sum log pi / sum |y|, as
     TRL's sft and ORPO's NLL), spread over the records so that their mean is that."""
-    logps, tokens = records.anchor(records.summed(records.policy)), records.anchor(records._tokens())
+    logps, tokens = records.anchor(records.summed(records.policy)), records.anchor(records.answer_token_counts())
     return -logps * len(logps) / tokens.sum()
 
 
