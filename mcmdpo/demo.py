@@ -11,6 +11,8 @@ At each seed (model initialisation, data and training):
    first ``--build_records`` records of the SFT split: the user's noisy alt-text as chosen, the
    SFT model's lowest-ranked candidate by the reference ranker as rejected), and MCM-DPO trained on
    them from the same SFT checkpoint (``mcmdpo_built``; ``--build_records 0`` leaves it out);
+3c. with ``--objectives NAME ...``, DPO under each of those objectives from the same SFT
+   checkpoint (``dpo_NAME``; :mod:`mcmdpo.preference.objectives`), side by side with the others;
 4. inference on the test split with every model, and COCO scoring;
 5. held-out preference evaluation on pref_test.json;
 6. a hallucination check: the alt-text of the first ``--num_objhal_images`` test images scored
@@ -20,19 +22,26 @@ then over the seeds: summary.json, report.md and plots, with means, ranges and v
 hold at every seed (:mod:`mcmdpo.demo_report`).
 
 Every step is the same code the command lines run (training entry point, inference, scoring).
+Run as a program, the demo computes on the CPU kernels :data:`PINNED_KERNELS` names, so that its
+figures are the same on any x86-64 machine with AVX2 (docs/demo.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mcmdpo.build import BuildOptions, build, pairs_path
+from mcmdpo.data import load_examples
 from mcmdpo.data.synthetic import write_dataset
 from mcmdpo.demo_report import aggregate, plot_spread, render_report
 from mcmdpo.eval import inference
@@ -42,11 +51,17 @@ from mcmdpo.eval.benchmarks.output_scores import score_benchmark_file
 from mcmdpo.eval.preferences import evaluate_preferences
 from mcmdpo.eval.alt_text_scores import score_file
 from mcmdpo.model.families import ARCHITECTURES
+from mcmdpo.preference.dataset import unpaired_records
+from mcmdpo.preference.objectives import OBJECTIVES, PRESETS, parse_objective
 from mcmdpo.tiny import TinyModelSpec, write_tiny_checkpoint
 from mcmdpo.train import cli as train_cli
 from mcmdpo.train.plotting import plot_demo_curves
 
-MODELS = ("base", "sft", "dpo", "mcmdpo", "mcmdpo_built")
+# ATen's vectorised kernels, oneDNN and MKL otherwise take the widest instructions the CPU has
+# (AVX-512 on one machine, AVX2 on another), which round differently; over 800 SFT steps that
+# changes the figures. AVX2 is on every x86-64 CPU of the last decade.
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+MODELS = ("base", "sft", "dpo", "mcmdpo", "mcmdpo_built")  # then dpo_NAME per --objectives
 SCORE_NAMES = {"cider": "cider", "bleu4": "bleu4", "meteor": "meteor", "rougel": "rougel"}
 
 
@@ -71,10 +86,11 @@ class DemoConfig:
     max_new_tokens: int = 32
     build_records: int = 500
     build_candidates: int = 4
+    objectives: list[str] = field(default_factory=list)
 
 
 def train(stage: str, model: Path, data: Path, output: Path, steps: int, lr: float, batch: int, config: DemoConfig, seed: int,
-          image_folder: Path | None = None) -> None:
+          image_folder: Path | None = None, objective: str | None = None) -> None:
     argv = [
         "--stage", stage, "--model_name_or_path", str(model), "--data_path", str(data),
         "--image_folder", str(image_folder or data.parent / "image"),
@@ -87,7 +103,10 @@ def train(stage: str, model: Path, data: Path, output: Path, steps: int, lr: flo
         "--train_vision_tower", "false", "--max_grad_norm", "1.0",
     ]
     if stage != "sft":
-        argv += ["--beta", str(config.beta), "--reference_cache_dir", str(output.parent / "reference_cache")]
+        reads = parse_objective(objective).reads if objective else {"beta", "reference_cache_dir"}
+        argv += ["--objective", objective] if objective else []
+        argv += ["--beta", str(config.beta)] if "beta" in reads else []
+        argv += ["--reference_cache_dir", str(output.parent / "reference_cache")] if "reference_cache_dir" in reads else []
     if train_cli.main(argv) != 0:
         raise RuntimeError(f"{stage} training failed")
 
@@ -127,10 +146,24 @@ def run_seed(config: DemoConfig, seed: int, out: Path) -> tuple[dict[str, dict[s
               config, seed, image_folder=data / "image")
         timings["build_and_mcmdpo_built_s"] = time.perf_counter() - began
 
+    # 3c. DPO under each other objective, from the same SFT checkpoint.
+    for objective in config.objectives:
+        began = time.perf_counter()
+        name = f"dpo_{objective}"
+        checkpoints[name] = out / name
+        split = data / "pref_train.json"
+        if parse_objective(objective).unpaired:  # kto: each alt-text alone, labelled
+            examples = load_examples(split, "preference", data / "image", show_progress=False).examples
+            split = out / "data" / "unpaired_train.json"
+            split.write_text(json.dumps(unpaired_records(examples)))
+        train("dpo", checkpoints["sft"], split, checkpoints[name], config.pref_steps, config.pref_lr, config.pref_batch, config, seed,
+              image_folder=data / "image", objective=objective)
+        timings[f"{name}_s"] = time.perf_counter() - began
+
     # 4-5. Inference and scoring on the test split; preference evaluation on pref_test.
     summary: dict[str, dict[str, float]] = {}
     began = time.perf_counter()
-    for name in (name for name in MODELS if name in checkpoints):
+    for name in checkpoints:
         predictions = out / "predictions" / f"{name}.jsonl"
         argv = [
             "--model_name", str(checkpoints[name]), "--test_datasets", str(data / "test.jsonl"), "--eval_output", str(predictions),
@@ -221,14 +254,19 @@ def run(config: DemoConfig) -> dict[str, Any]:
             out / "hallucination.png",
         )
     plot_demo_curves(curves, out / "training_curves.png")
-    (out / "report.md").write_text(render_report(per_seed, asdict(config), timings))
+    # The kernels and threads the figures were computed with, beside the settings.
+    machine = {"cpu_kernels": {name: os.environ.get(name, "native") for name in PINNED_KERNELS}, "torch_threads": torch.get_num_threads()}
+    (out / "report.md").write_text(render_report(per_seed, {**asdict(config), **machine}, timings))
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mcmdpo.demo", description=__doc__.split("\n\n")[0])
     for name, default in asdict(DemoConfig()).items():
-        if isinstance(default, list):
+        if name == "objectives":
+            parser.add_argument("--objectives", nargs="+", default=default, choices=sorted({*OBJECTIVES, *PRESETS} - {"sigmoid"}),
+                                help="also train DPO under each of these objectives (dpo_NAME), side by side")
+        elif isinstance(default, list):
             parser.add_argument(f"--{name}", type=int, nargs="+", default=default)
         else:
             choices = ARCHITECTURES if name == "architecture" else None
@@ -240,5 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def with_pinned_kernels() -> None:
+    """Start again under :data:`PINNED_KERNELS` unless they are set (they are read when torch
+    loads); on a CPU that is not x86-64 there is nothing to pin, and the figures are that CPU's."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or all(os.environ.get(k) == v for k, v in PINNED_KERNELS.items()):
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "mcmdpo.demo", *sys.argv[1:]], {**os.environ, **PINNED_KERNELS})
+
+
 if __name__ == "__main__":
+    with_pinned_kernels()
     sys.exit(main())

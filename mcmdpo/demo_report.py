@@ -137,6 +137,21 @@ def built_pairs_claims(per_seed: PerSeed) -> list[str]:
     ]
 
 
+def objective_claims(per_seed: PerSeed) -> list[str]:
+    """For each other objective the demo ran (``dpo_NAME``): does it improve on SFT, and is
+    MCM-DPO more sensitive to the image than it."""
+    first = per_seed[next(iter(per_seed))]
+    lines = []
+    for model in (name for name in first if name.startswith("dpo_")):
+        objective = model.removeprefix("dpo_")
+        lines += [
+            claim(per_seed, model, "sft", "cider", f"DPO with the {objective} objective improves on SFT (CIDEr)"),
+            claim(per_seed, "mcmdpo", model, "image_margin", f"MCM-DPO makes the model more sensitive to the image than {objective}"),
+            claim(per_seed, "mcmdpo", model, "cider", f"MCM-DPO writes better alt-text than {objective} (CIDEr)"),
+        ]
+    return lines
+
+
 def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mapping[str, float]) -> str:
     seeds = list(per_seed)
     summary = aggregate(per_seed)
@@ -146,7 +161,8 @@ def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mappi
         "A tiny random model, trained on the synthetic alt-text task: SFT on noisy alt-text, then DPO and",
         "MCM-DPO from the same SFT checkpoint, at each seed (model initialisation, data and training);",
         "`mcmdpo_built`: MCM-DPO from the same checkpoint on pairs built from the SFT model's own samples",
-        "(the user's alt-text chosen, the SFT model's worst candidate by CIDEr-D and ROUGE-L rejected).",
+        "(the user's alt-text chosen, the SFT model's worst candidate by CIDEr-D and ROUGE-L rejected);",
+        "`dpo_NAME`: DPO under another objective (`--objectives`), from the same checkpoint.",
         "Generation scores (COCO protocol, x 100) are on the test split; preference metrics on the held-out",
         "preference split, from each model's own log-probabilities: `image_margin` = mean log p(y_w | c_w, m_w)",
         "- log p(y_w | c_w, m_l) (m_l: the diffused image), `image_accuracy` the share of records where the",
@@ -171,6 +187,7 @@ def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mappi
         claim(per_seed, "mcmdpo", "dpo", "preference_accuracy", "MCM-DPO ranks the held-out preferences better than DPO"),
         claim(per_seed, "dpo", "sft", "cider", "DPO improves on SFT (CIDEr)"),
         *built_pairs_claims(per_seed),
+        *objective_claims(per_seed),
         "- Log-probabilities are summed over the answer, so shorter responses score higher: the untrained",
         "  model's response margin and preference accuracy come from length alone (the generic rejected",
         "  alt-text is long), not from understanding.",
@@ -192,6 +209,7 @@ def render_report(per_seed: PerSeed, settings: Mapping[str, Any], timings: Mappi
         "```",
         "",
         "Time (s): " + ", ".join(f"{k.removesuffix('_s')} {v:.0f}" for k, v in timings.items()),
+
         "",
     ]
     return "\n".join(lines)

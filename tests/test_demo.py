@@ -81,6 +81,11 @@ def test_verdicts_respect_the_spread_over_seeds():
     assert "SFT beats the untrained model on CIDEr: **yes**" in report
     assert "MCM-DPO makes the model more sensitive to the image than DPO does: **not shown**" in report
     assert "python -m mcmdpo.app --model OUTPUT_DIR/seed0/sft --model OUTPUT_DIR/seed0/dpo --model OUTPUT_DIR/seed0/mcmdpo" in report
+    assert "than ipo" not in report  # no other objective ran
+    with_ipo = {**models, "dpo_ipo": {**metrics, "image_margin": 0.5}}
+    report = render_report({0: with_ipo, 1: with_ipo}, {"seeds": [0, 1]}, {"total_s": 1.0})
+    assert "MCM-DPO makes the model more sensitive to the image than ipo: **yes**" in report
+    assert "DPO with the ipo objective improves on SFT (CIDEr): **no**" in report
 
 
 @pytest.mark.slow
@@ -92,8 +97,9 @@ def test_the_demo_runs_on_another_family(tmp_path):
     out = tmp_path / "qwen"
     assert main(["--output_dir", str(out), "--architecture", "qwen2_5_vl", "--seeds", "0", "--num_sft", "16", "--num_pref_train", "8",
                  "--num_pref_test", "4", "--num_test", "4", "--sft_steps", "3", "--pref_steps", "2", "--pref_batch", "2",
-                 "--max_new_tokens", "4", "--num_beams", "1", "--build_records", "0"]) == 0
+                 "--max_new_tokens", "4", "--num_beams", "1", "--build_records", "0", "--objectives", "simpo", "kto"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "per_seed"]  # --build_records 0: no built pairs
+    # --build_records 0: no built pairs; SimPO (no reference) and KTO (the pairs unpaired) beside the others
+    assert list(summary) == ["base", "sft", "dpo", "mcmdpo", "dpo_simpo", "dpo_kto", "per_seed"]
     assert json.loads((out / "seed0" / "base" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
     assert all(len((out / "seed0" / "predictions" / f"{m}.jsonl").read_text().splitlines()) == 4 for m in summary["per_seed"]["0"])

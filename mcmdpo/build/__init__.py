@@ -5,15 +5,24 @@ From Python, :func:`build` runs the stages an options object asks for and return
 stage is also a function of the options alone (``run_collect``, ``run_correct``, ``run_sample``,
 ``run_rank``, ``run_pair``), reading the previous stage's file in ``options.output_dir``."""
 
-from mcmdpo.build.collect import run_collect
-from mcmdpo.build.correct import run_correct
-from mcmdpo.build.options import RANKERS, STAGES, BuildOptions, OptionsError, check_options
-from mcmdpo.build.pairs_file import pairs_path, run_pair
-from mcmdpo.build.pipeline import build, check_inputs
-from mcmdpo.build.rank import run_rank
-from mcmdpo.build.report import read_report
-from mcmdpo.build.sample import run_sample
-from mcmdpo.build.stage_files import BuildError
+from importlib import import_module
+from typing import Any
+
+# Where each public name lives. Imported on first use, so that importing one light module of the
+# package (the annotation schema, which the web app's annotation page reads) does not load torch.
+_HOMES = {
+    "run_collect": "collect", "run_correct": "correct", "RANKERS": "options", "STAGES": "options", "BuildOptions": "options",
+    "OptionsError": "options", "check_options": "options", "pairs_path": "pairs_file", "run_pair": "pairs_file",
+    "build": "pipeline", "check_inputs": "pipeline", "run_rank": "rank", "read_report": "report", "run_sample": "sample",
+    "BuildError": "stage_files",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"mcmdpo.build.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "RANKERS",

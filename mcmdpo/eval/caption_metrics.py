@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ def spice_available() -> bool:
     return all((lib / name).is_file() for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"))
 
 
+@lru_cache(maxsize=1)
+def meteor() -> Any:
+    """One METEOR process for the whole run: starting it (a JVM that loads its paraphrase tables)
+    takes seconds, scoring a set afterwards a fraction of one. Each call's score is of its own set."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()  # its process ends with ours
+
+
 def coco_scores(
     hypotheses: dict[Any, str], references: dict[Any, list[str]], use_spice: bool | None = None
 ) -> tuple[dict[str, float], dict[Any, dict[str, float]]]:
@@ -27,7 +37,6 @@ def coco_scores(
     tokenisation of references and hypotheses, then each pycocoevalcap scorer on the whole set."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -36,7 +45,7 @@ def coco_scores(
     res = tokenizer.tokenize({key: [{"caption": hypotheses[key]}] for key in references})
     scorers: list[tuple[Any, tuple[str, ...]]] = [
         (Bleu(4), ("bleu1", "bleu2", "bleu3", "bleu4")),
-        (Meteor(), ("meteor",)),
+        (meteor(), ("meteor",)),
         (Rouge(), ("rougel",)),
         (Cider(), ("cider",)),
     ]
