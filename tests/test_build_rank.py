@@ -211,7 +211,7 @@ def test_clip_scores_image_and_post(upstream, tiny_checkpoint, synthetic_dir, tm
         expected = [a + 0.5 * b for a, b in zip(on_image, on_post)]
         assert line["scores"] == pytest.approx(expected[:-1], abs=1e-5)
         assert line["reference_score"] == pytest.approx(expected[-1], abs=1e-5)
-        assert line["ranking"]["image"] == pytest.approx(on_image[:-1], abs=1e-6)
+        assert line["ranking"]["image"] == pytest.approx(on_image[:-1], abs=1e-5)  # float32: other batch compositions
     pairs = read_stage_lines(folder / "pair.jsonl")
     provenance = next(line["pair"]["provenance"] for line in pairs if "pair" in line)
     assert provenance["ranker"] == {"name": "clip", "clip_model": str(clip), "context_weight": 0.5}

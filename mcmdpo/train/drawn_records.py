@@ -11,7 +11,13 @@ from typing import Any
 import numpy
 import torch
 
+from accelerate.data_loader import SeedableRandomSampler
+from torch.utils.data import SequentialSampler
+
 from mcmdpo.compat import SET_INITIAL_TRAINING_VALUES, relies_on
+
+# Samplers whose order follows from the run's seed and the epoch alone.
+FORESEEABLE_SAMPLERS = (SeedableRandomSampler, SequentialSampler)
 
 
 @relies_on(SET_INITIAL_TRAINING_VALUES)
@@ -25,6 +31,10 @@ def drawn_records(trainer: Any) -> list[list[int]]:
     # Several processes: accelerate's shard wraps the batches of all of them, dealt out in turn.
     every_process = getattr(batch_sampler, "batch_sampler", batch_sampler)
     processes = args.world_size if every_process is not batch_sampler else 1
+    if not isinstance(getattr(every_process, "sampler", None), FORESEEABLE_SAMPLERS):
+        # A sampler drawing from the global generator (length grouping's) draws after the
+        # reference model's loading has moved it: its order cannot be read ahead, so every record.
+        return [list(range(len(trainer.train_dataset)))] * epochs
     states = torch.get_rng_state(), random.getstate(), numpy.random.get_state()
     drawn, updates_left = [], max_steps
     try:
