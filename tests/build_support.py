@@ -17,6 +17,21 @@ from mcmdpo.build import BuildOptions, build
 _SESSION: dict[tuple[str, str], Any] = {}
 
 
+def train_two_mcmdpo_steps(checkpoint: Path, pairs_file: Path, image_folder: Path, folder: Path) -> list[dict[str, Any]]:
+    """Two MCM-DPO steps on a pairs file, as a user trains on what they built or exported: the
+    logged entries of the two steps."""
+    from mcmdpo.train.cli import main as train_main
+
+    argv = ["--stage", "mcmdpo", "--model_name_or_path", str(checkpoint), "--data_path", str(pairs_file),
+            "--image_folder", str(image_folder), "--output_dir", str(folder / "mcmdpo"),
+            "--reference_cache_dir", str(folder / "cache"), "--max_steps", "2", "--per_device_train_batch_size", "2",
+            "--logging_steps", "1", "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true",
+            "--dataloader_num_workers", "0", "--seed", "0", "--plot", "false"]
+    assert train_main(argv) == 0
+    history = json.loads((folder / "mcmdpo" / "trainer_state.json").read_text())["log_history"]
+    return [entry for entry in history if "loss" in entry]
+
+
 def once(tmp_path_factory, name: str, make: Callable[[Path], Any]) -> Any:
     """``make(folder)`` once per test session, whichever module asks first."""
     key = (str(tmp_path_factory.getbasetemp()), name)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from build_support import train_two_mcmdpo_steps
 from mcmdpo.app.agreement import agreement_report, label_of
 from mcmdpo.app.annotate_cli import main as annotate_main
 from mcmdpo.app.annotate_server import AnnotationServer, ServerSettings
@@ -367,17 +368,8 @@ def test_export_pairs_by_majority_with_corrections(exported, synthetic_dir, tmp_
 
 @pytest.mark.slow
 def test_exported_pairs_train_two_mcmdpo_steps(exported, tiny_checkpoint, synthetic_dir, tmp_path):
-    from mcmdpo.train.cli import main as train_main
-
     _, pairs_file, _ = exported
-    argv = ["--stage", "mcmdpo", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(pairs_file),
-            "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(tmp_path / "mcmdpo"),
-            "--reference_cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--per_device_train_batch_size", "2",
-            "--logging_steps", "1", "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true",
-            "--dataloader_num_workers", "0", "--seed", "0", "--plot", "false"]
-    assert train_main(argv) == 0
-    history = json.loads((tmp_path / "mcmdpo" / "trainer_state.json").read_text())["log_history"]
-    steps = [entry for entry in history if "loss" in entry]
+    steps = train_two_mcmdpo_steps(tiny_checkpoint, pairs_file, synthetic_dir / "image", tmp_path)
     assert [entry["step"] for entry in steps] == [1, 2] and all(entry["loss"] > 0 for entry in steps)
     assert "margins/image" in steps[0] and "margins/context" in steps[0]
 

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from build_support import once, quick_options, sft_records, write_json
+from build_support import once, quick_options, sft_records, train_two_mcmdpo_steps, write_json
 from mcmdpo.build import BuildError, OptionsError, build
 from mcmdpo.build.cli import main as build_main
 from mcmdpo.build.pair import LENGTH, NO_REJECTED, TIE, UNRANKED, Pick, pick, preference_record
 from mcmdpo.data.parsing import parse_preference
 from mcmdpo.data.records import RecordLocation
 from mcmdpo.data.validate import main as validate_main
-from mcmdpo.train.cli import main as train_main
 
 
 def ranked(candidates, scores, alt_text="A knitted blue circle on the left.", reference_score=None):
@@ -122,14 +121,7 @@ def test_the_pairs_validate_and_are_the_same_bytes_in_another_folder(built, tiny
 
 def test_the_pairs_train_two_mcmdpo_steps(built, tiny_checkpoint, synthetic_dir, tmp_path):
     _, output = built
-    argv = ["--stage", "mcmdpo", "--model_name_or_path", str(tiny_checkpoint), "--data_path", str(output / "pairs.json"),
-            "--image_folder", str(synthetic_dir / "image"), "--output_dir", str(tmp_path / "mcmdpo"),
-            "--reference_cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--per_device_train_batch_size", "2",
-            "--logging_steps", "1", "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true",
-            "--dataloader_num_workers", "0", "--seed", "0", "--plot", "false"]
-    assert train_main(argv) == 0
-    history = json.loads((tmp_path / "mcmdpo" / "trainer_state.json").read_text())["log_history"]
-    steps = [entry for entry in history if "loss" in entry]
+    steps = train_two_mcmdpo_steps(tiny_checkpoint, output / "pairs.json", synthetic_dir / "image", tmp_path)
     assert [entry["step"] for entry in steps] == [1, 2] and all(entry["loss"] > 0 for entry in steps)
     assert "margins/image" in steps[0] and "margins/context" in steps[0]
 
